@@ -1,0 +1,210 @@
+"""A small linear-operator algebra: ``A(x)``, ``A.H``, ``A.N``, ``A @ B``, ``a * A``, ``A + B``.
+
+Shapes are checked on every call so that a mismatch fails with the operator's name, not deep in NumPy.
+Operators work on NumPy or CuPy arrays alike (the array decides).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .kernels.backend import get_array_module
+from .kernels.fft import fftc, ifftc
+
+Shape = tuple[int, ...]
+
+
+class LinearOperator:
+    """Base class: subclasses implement ``_apply`` and ``_adjoint`` (``_normal`` optionally)."""
+
+    def __init__(self, oshape: Sequence[int], ishape: Sequence[int], name: str | None = None):
+        self.oshape: Shape = tuple(int(s) for s in oshape)
+        self.ishape: Shape = tuple(int(s) for s in ishape)
+        self.name = name or type(self).__name__
+
+    # -- the three maps ---------------------------------------------------------------------
+    def __call__(self, x):
+        self._check(x, self.ishape, "input")
+        y = self._apply(x)
+        self._check(y, self.oshape, "output")
+        return y
+
+    def apply_adjoint(self, y):
+        self._check(y, self.oshape, "adjoint input")
+        return self._adjoint(y)
+
+    def apply_normal(self, x):
+        self._check(x, self.ishape, "normal input")
+        return self._normal(x)
+
+    def _apply(self, x):
+        raise NotImplementedError
+
+    def _adjoint(self, y):
+        raise NotImplementedError
+
+    def _normal(self, x):
+        return self._adjoint(self._apply(x))
+
+    # -- algebra ------------------------------------------------------------------------------
+    @property
+    def H(self) -> "LinearOperator":
+        return _Adjoint(self)
+
+    @property
+    def N(self) -> "LinearOperator":
+        return _Normal(self)
+
+    def __matmul__(self, other: "LinearOperator") -> "LinearOperator":
+        return _Compose(self, other)
+
+    def __mul__(self, scalar: complex) -> "LinearOperator":
+        return _Scale(self, scalar)
+
+    __rmul__ = __mul__
+
+    def __add__(self, other: "LinearOperator") -> "LinearOperator":
+        return _Sum(self, other)
+
+    def _check(self, x, shape: Shape, what: str) -> None:
+        if tuple(x.shape) != shape:
+            raise ValueError(f"{self.name}: {what} has shape {tuple(x.shape)}, expected {shape}")
+
+    def __repr__(self) -> str:
+        return f"<{self.name}: {self.ishape} -> {self.oshape}>"
+
+
+class _Adjoint(LinearOperator):
+    def __init__(self, op: LinearOperator):
+        super().__init__(op.ishape, op.oshape, f"{op.name}.H")
+        self.op = op
+
+    def _apply(self, x):
+        return self.op._adjoint(x)
+
+    def _adjoint(self, y):
+        return self.op._apply(y)
+
+    @property
+    def H(self) -> LinearOperator:
+        return self.op
+
+
+class _Normal(LinearOperator):
+    def __init__(self, op: LinearOperator):
+        super().__init__(op.ishape, op.ishape, f"{op.name}.N")
+        self.op = op
+
+    def _apply(self, x):
+        return self.op._normal(x)
+
+    _adjoint = _apply  # A^H A is self-adjoint
+
+
+class _Compose(LinearOperator):
+    def __init__(self, a: LinearOperator, b: LinearOperator):
+        if a.ishape != b.oshape:
+            raise ValueError(f"cannot compose {a!r} @ {b!r}: {a.ishape} != {b.oshape}")
+        super().__init__(a.oshape, b.ishape, f"{a.name}@{b.name}")
+        self.a, self.b = a, b
+
+    def _apply(self, x):
+        return self.a._apply(self.b._apply(x))
+
+    def _adjoint(self, y):
+        return self.b._adjoint(self.a._adjoint(y))
+
+
+class _Scale(LinearOperator):
+    def __init__(self, op: LinearOperator, scalar: complex):
+        super().__init__(op.oshape, op.ishape, f"{scalar}*{op.name}")
+        self.op, self.scalar = op, scalar
+
+    def _apply(self, x):
+        return self.op._apply(x) * self.scalar
+
+    def _adjoint(self, y):
+        return self.op._adjoint(y) * complex(self.scalar).conjugate()
+
+
+class _Sum(LinearOperator):
+    def __init__(self, a: LinearOperator, b: LinearOperator):
+        if (a.ishape, a.oshape) != (b.ishape, b.oshape):
+            raise ValueError(f"cannot add {a!r} + {b!r}: shapes differ")
+        super().__init__(a.oshape, a.ishape, f"({a.name}+{b.name})")
+        self.a, self.b = a, b
+
+    def _apply(self, x):
+        return self.a._apply(x) + self.b._apply(x)
+
+    def _adjoint(self, y):
+        return self.a._adjoint(y) + self.b._adjoint(y)
+
+
+class Identity(LinearOperator):
+    def __init__(self, shape: Sequence[int]):
+        super().__init__(shape, shape)
+
+    def _apply(self, x):
+        return x
+
+    _adjoint = _apply
+
+
+class FFT(LinearOperator):
+    """Centred orthonormal FFT over the last ``ndim`` axes (image -> k-space)."""
+
+    def __init__(self, shape: Sequence[int], ndim: int = 2):
+        super().__init__(shape, shape)
+        self.axes = tuple(range(-ndim, 0))
+
+    def _apply(self, x):
+        return fftc(x, self.axes)
+
+    def _adjoint(self, y):
+        return ifftc(y, self.axes)
+
+    def _normal(self, x):
+        return x
+
+
+class Multiply(LinearOperator):
+    """Element-wise multiplication by a fixed array that broadcasts to ``shape`` (a diagonal operator)."""
+
+    def __init__(self, shape: Sequence[int], weights, name: str | None = None):
+        super().__init__(shape, shape, name)
+        self.weights = weights
+        xp = get_array_module(weights)
+        self._conj = xp.conj(weights) if xp.iscomplexobj(weights) else weights
+
+    def _apply(self, x):
+        return x * self.weights
+
+    def _adjoint(self, y):
+        return y * self._conj
+
+
+class Sampling(Multiply):
+    """Cartesian sampling: zero the k-space samples that were not acquired (mask over spatial dims)."""
+
+    def __init__(self, shape: Sequence[int], mask):
+        xp = get_array_module(mask)
+        super().__init__(shape, xp.asarray(mask).astype(xp.float32), "Sampling")
+
+    def _normal(self, x):
+        return x * self.weights
+
+
+class Sense(LinearOperator):
+    """Coil sensitivities: image (*spatial) -> coil images (coil, *spatial); adjoint sums conj(S)·y."""
+
+    def __init__(self, maps):
+        super().__init__(maps.shape, maps.shape[1:])
+        self.maps = maps
+        xp = get_array_module(maps)
+        self._maps_conj = xp.conj(maps)
+
+    def _apply(self, x):
+        return self.maps * x
+
+    def _adjoint(self, y):
+        return (self._maps_conj * y).sum(axis=0)

@@ -1,0 +1,42 @@
+"""Shared fixtures: real-data location (skip when absent) and GPU gating."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mrirecon.kernels.backend import gpu_available
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_RAW = Path(os.environ.get("MRIRECON_SHARED_RAW", REPO.parent / "shared" / "data" / "raw"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip ``gpu`` tests cleanly when no CUDA GPU with CuPy is present."""
+    if gpu_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA GPU with CuPy on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_raw() -> Path:
+    """../shared/data/raw, or skip: a user's clone does not have it."""
+    if not SHARED_RAW.is_dir():
+        pytest.skip(f"real scanner data not present at {SHARED_RAW}")
+    return SHARED_RAW
+
+
+@pytest.fixture(scope="session")
+def brain_8ch(shared_raw) -> np.ndarray:
+    """The real 8-channel Poisson-undersampled brain, (coil, ky, kx) complex64."""
+    return np.load(shared_raw / "sigpy-brain-8ch" / "cartesian_ksp.npy")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
