@@ -17,19 +17,20 @@ from .errors import InputError, MriReconError, OutputError
 __version__ = "0.1.0"
 
 # Heavier entry points load on first use so that ``import mrirecon`` (and the CLI) start fast.
-_LAZY = {
-    "read": "mrirecon.io",
-    "open_raw": "mrirecon.io",
-    "recon": "mrirecon.recon",
-    "list_methods": "mrirecon.methods",
-    "sim": "mrirecon.sim",
+_LAZY = {  # name -> (module, attribute; None for the module itself)
+    "read": ("mrirecon.io", "read"),
+    "open_raw": ("mrirecon.io", "open_raw"),
+    "recon": ("mrirecon.reconstruction", "recon"),
+    "list_methods": ("mrirecon.methods", "list_methods"),
+    "sim": ("mrirecon.sim", None),
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        module = import_module(_LAZY[name])
-        return module if module.__name__.endswith(name) else getattr(module, name)
+        module_name, attribute = _LAZY[name]
+        module = import_module(module_name)
+        return module if attribute is None else getattr(module, attribute)
     raise AttributeError(f"module 'mrirecon' has no attribute {name!r}")
 
 

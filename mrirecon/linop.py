@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .kernels.backend import get_array_module
+from .kernels.coil import sense_combine, sense_expand
 from .kernels.fft import fftc, ifftc
 
 Shape = tuple[int, ...]
@@ -195,16 +196,18 @@ class Sampling(Multiply):
 
 
 class Sense(LinearOperator):
-    """Coil sensitivities: image (*spatial) -> coil images (coil, *spatial); adjoint sums conj(S)·y."""
+    """Coil sensitivities: image (*spatial) -> coil images (coil, *spatial); adjoint sums conj(S)·y.
+
+    Both directions run the fused coil kernels (``kernels/coil.py``) on CPU and GPU.
+    """
 
     def __init__(self, maps):
         super().__init__(maps.shape, maps.shape[1:])
-        self.maps = maps
         xp = get_array_module(maps)
-        self._maps_conj = xp.conj(maps)
+        self.maps = xp.ascontiguousarray(maps, dtype=xp.complex64)
 
     def _apply(self, x):
-        return self.maps * x
+        return sense_expand(x, self.maps)
 
     def _adjoint(self, y):
-        return (self._maps_conj * y).sum(axis=0)
+        return sense_combine(y, self.maps)

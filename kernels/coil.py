@@ -1,0 +1,124 @@
+"""Fused coil kernels for SENSE: expand an image into coil images, combine coil images into one.
+
+``sense_expand(image, maps) = maps * image`` and ``sense_combine(y, maps) = sum_c conj(maps_c) * y_c``
+are the two halves of the SENSE operator and run once per CG iteration each. The fused versions read
+every input once and write the output once (no ``conj(maps) * y`` temporary before the coil sum).
+
+Twins: a Numba CPU kernel (``@njit(parallel=True)``, blocks of pixels in parallel) and a numba.cuda
+kernel (one thread per pixel, coils in a loop) that runs on CuPy arrays through
+``__cuda_array_interface__``. The dispatchers pick by ``get_array_module``.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import cuda, njit, prange
+
+from .backend import get_array_module
+
+_BLOCK = 8192  # pixels per CPU work item: the coil loop of one block stays in L2
+_THREADS = 256  # CUDA threads per block
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def sense_expand_cpu(image: np.ndarray, maps: np.ndarray, out: np.ndarray) -> None:
+    """``out[c, i] = maps[c, i] * image[i]`` for flat (n,) image and (coil, n) maps (CPU)."""
+    n_coils, n = maps.shape
+    for b in prange((n + _BLOCK - 1) // _BLOCK):
+        start = b * _BLOCK
+        stop = min(start + _BLOCK, n)
+        for c in range(n_coils):
+            for i in range(start, stop):
+                out[c, i] = maps[c, i] * image[i]
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def sense_combine_cpu(coil_images: np.ndarray, maps: np.ndarray, out: np.ndarray) -> None:
+    """``out[i] = sum_c conj(maps[c, i]) * coil_images[c, i]`` for flat (coil, n) inputs (CPU)."""
+    n_coils, n = maps.shape
+    for b in prange((n + _BLOCK - 1) // _BLOCK):
+        start = b * _BLOCK
+        stop = min(start + _BLOCK, n)
+        for i in range(start, stop):
+            out[i] = maps[0, i].conjugate() * coil_images[0, i]
+        for c in range(1, n_coils):
+            for i in range(start, stop):
+                out[i] += maps[c, i].conjugate() * coil_images[c, i]
+
+
+@cuda.jit
+def _expand_cuda(image, maps, out):
+    i = cuda.grid(1)
+    if i < image.shape[0]:
+        x = image[i]
+        for c in range(maps.shape[0]):
+            out[c, i] = maps[c, i] * x
+
+
+@cuda.jit
+def _combine_cuda(coil_images, maps, out):
+    i = cuda.grid(1)
+    if i < out.shape[0]:
+        acc = maps[0, i].conjugate() * coil_images[0, i]
+        for c in range(1, maps.shape[0]):
+            acc += maps[c, i].conjugate() * coil_images[c, i]
+        out[i] = acc
+
+
+def sense_expand_cuda(image, maps, out, stream=0) -> None:
+    """GPU twin of ``sense_expand_cpu`` (CuPy/numba device arrays; NumPy under the CUDA simulator)."""
+    _expand_cuda[(image.shape[0] + _THREADS - 1) // _THREADS, _THREADS, stream](image, maps, out)
+
+
+def sense_combine_cuda(coil_images, maps, out, stream=0) -> None:
+    """GPU twin of ``sense_combine_cpu``."""
+    _combine_cuda[(out.shape[0] + _THREADS - 1) // _THREADS, _THREADS, stream](coil_images, maps, out)
+
+
+def _launch_gpu(xp, twin, *arrays) -> None:
+    """Run a CUDA twin on CuPy arrays: on their device, queued on CuPy's current stream."""
+    with cuda.gpus[arrays[-1].device.id]:
+        ptr = xp.cuda.get_current_stream().ptr
+        twin(*arrays, cuda.external_stream(ptr) if ptr else cuda.default_stream())
+
+
+def _flat(maps, image_shape: tuple[int, ...]):
+    xp = get_array_module(maps)
+    if tuple(maps.shape[1:]) != tuple(image_shape):
+        raise ValueError(f"coil maps {tuple(maps.shape)} do not match image shape {tuple(image_shape)}")
+    return xp, xp.ascontiguousarray(maps, dtype=xp.complex64).reshape(maps.shape[0], -1)
+
+
+def sense_expand(image, maps):
+    """Coil images ``maps * image``: image (*spatial), maps (coil, *spatial) -> (coil, *spatial) complex64.
+
+    On the CPU the fused kernel is used only with more than one Numba thread: single-threaded, NumPy's
+    vectorised broadcast multiply is faster (16x320x320: NumPy 1.22 ms; Numba 1.92 ms on 1 thread,
+    0.98 ms on 2 threads).
+    """
+    xp, m = _flat(maps, image.shape)
+    if xp is np and numba.get_num_threads() == 1:
+        return m.reshape(maps.shape) * image
+    x = xp.ascontiguousarray(image, dtype=xp.complex64).reshape(-1)
+    out = xp.empty_like(m)
+    if xp is np:
+        sense_expand_cpu(x, m, out)
+    else:
+        _launch_gpu(xp, sense_expand_cuda, x, m, out)
+    return out.reshape(maps.shape)
+
+
+def sense_combine(coil_images, maps):
+    """Coil combination ``sum_c conj(maps_c) * y_c``: (coil, *spatial) twice -> (*spatial) complex64.
+
+    The fused kernel is always used: it needs no stored ``conj(maps)`` and no (coil, *spatial) temporary
+    (16x320x320: 2.06 ms vs NumPy 2.08 ms with stored conj maps on 1 thread, 1.12 vs 2.03 ms on 2).
+    """
+    xp, m = _flat(maps, coil_images.shape[1:])
+    y = xp.ascontiguousarray(coil_images, dtype=xp.complex64).reshape(m.shape)
+    out = xp.empty(m.shape[1], dtype=xp.complex64)
+    if xp is np:
+        sense_combine_cpu(y, m, out)
+    else:
+        _launch_gpu(xp, sense_combine_cuda, y, m, out)
+    return out.reshape(maps.shape[1:])

@@ -1,0 +1,84 @@
+"""Iterative solvers that run on whatever array module the data lives in (NumPy or CuPy).
+
+Operators are anything callable on an array: a ``LinearOperator`` (``A.N``) or a plain function.
+Scalars (step sizes, residual norms) are pulled to the host once per iteration, vectors stay on the device.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from .kernels.backend import get_array_module
+
+Operator = Callable[[Any], Any]
+
+
+def _dot(a, b) -> complex:
+    """<a, b> = sum conj(a) * b over all elements, as a Python complex."""
+    xp = get_array_module(a)
+    return complex(xp.vdot(a.ravel(), b.ravel()))
+
+
+def conjugate_gradient(
+    normal_op: Operator,
+    rhs,
+    x0=None,
+    max_iter: int = 30,
+    tol: float = 1e-6,
+    callback: Callable[[int, Any, float], None] | None = None,
+):
+    """Solve ``N x = rhs`` for a Hermitian positive (semi-)definite ``N`` by conjugate gradients.
+
+    Stops after ``max_iter`` iterations or when ``||r|| <= tol * ||rhs||``. ``callback(k, x, rel_res)``
+    is called after iteration ``k`` (0-based) with the current iterate and relative residual.
+    The iterate keeps the dtype of ``rhs`` (complex64 on the hot path).
+    """
+    xp = get_array_module(rhs)
+    if x0 is None:
+        x = xp.zeros_like(rhs)
+        r = rhs.copy()
+    else:
+        x = xp.array(x0, dtype=rhs.dtype, copy=True)
+        r = rhs - normal_op(x)
+    rhs_norm2 = _dot(rhs, rhs).real
+    if rhs_norm2 == 0.0:
+        return x
+    p = r.copy()
+    rr = _dot(r, r).real
+    for k in range(max_iter):
+        if rr <= tol**2 * rhs_norm2:
+            break
+        ap = normal_op(p)
+        alpha = rr / _dot(p, ap).real
+        x += alpha * p
+        r -= alpha * ap
+        rr_new = _dot(r, r).real
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+        if callback is not None:
+            callback(k, x, float(np.sqrt(rr / rhs_norm2)))
+    return x
+
+
+def power_iteration(op: Operator, shape: tuple[int, ...], n_iter: int = 30, seed: int = 0, xp: ModuleType = np) -> float:
+    """Largest eigenvalue of a Hermitian positive semi-definite ``op`` (e.g. ``A.N``) by power iteration.
+
+    Starts from a seeded complex Gaussian vector (made on the host, so every device starts alike)
+    and returns the Rayleigh quotient after ``n_iter`` steps; ``xp`` is the array module ``op`` works in.
+    Used to size gradient steps (1 / L) and to scale regularisation to the data.
+    """
+    rng = np.random.default_rng(seed)
+    x = xp.asarray((rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64))
+    x /= float(xp.linalg.norm(x.ravel()))
+    eig = 0.0
+    for _ in range(n_iter):
+        y = op(x)
+        eig = _dot(x, y).real
+        norm = float(xp.linalg.norm(y.ravel()))
+        if norm == 0.0:
+            return 0.0
+        x = y / norm
+    return eig

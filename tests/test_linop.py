@@ -1,0 +1,94 @@
+"""Operator algebra: adjoint identities <A x, y> = <x, A^H y> for every operator and composition."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mrirecon.linop import FFT, Identity, LinearOperator, Multiply, Sampling, Sense
+
+
+def _complex(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+
+
+def _adjoint_gap(op: LinearOperator, rng: np.random.Generator) -> float:
+    """|<A x, y> - <x, A^H y>| / (||A x|| ||y||): complex64 round-off only for a correct adjoint."""
+    x, y = _complex(rng, op.ishape), _complex(rng, op.oshape)
+    ax, ahy = op(x), op.H(y)
+    assert ax.dtype == np.complex64 and ahy.dtype == np.complex64
+    lhs = np.vdot(ax.astype(np.complex128), y.astype(np.complex128))
+    rhs = np.vdot(x.astype(np.complex128), ahy.astype(np.complex128))
+    return abs(lhs - rhs) / (np.linalg.norm(ax) * np.linalg.norm(y))
+
+
+def _operators(rng: np.random.Generator) -> dict[str, LinearOperator]:
+    c, ny, nx, nz = 4, 12, 10, 6
+    maps2 = _complex(rng, (c, ny, nx))
+    maps3 = _complex(rng, (c, nz, ny, nx))
+    mask2 = rng.random((ny, nx)) < 0.4
+    mask3 = rng.random((nz, ny, nx)) < 0.4
+    full2 = Sampling((c, ny, nx), mask2) @ FFT((c, ny, nx), ndim=2) @ Sense(maps2)
+    full3 = Sampling((c, nz, ny, nx), mask3) @ FFT((c, nz, ny, nx), ndim=3) @ Sense(maps3)
+    weights = _complex(rng, (ny, nx))
+    return {
+        "identity": Identity((ny, nx)),
+        "fft2d": FFT((c, ny, nx), ndim=2),
+        "fft3d": FFT((nz, ny, nx), ndim=3),
+        "sampling": Sampling((c, ny, nx), mask2),
+        "multiply": Multiply((ny, nx), weights),
+        "multiply_broadcast": Multiply((c, ny, nx), weights),
+        "sense2d": Sense(maps2),
+        "sense3d": Sense(maps3),
+        "full_sense2d": full2,
+        "full_sense3d": full3,
+        "normal2d": full2.N,
+        "normal3d": full3.N,
+        "scaled": (0.5 - 2j) * full2,
+        "sum": Multiply((ny, nx), weights) + 3.0 * Identity((ny, nx)),
+        "adjoint_of_composition": full2.H,
+    }
+
+
+@pytest.mark.parametrize("name", list(_operators(np.random.default_rng(0))))
+def test_adjoint_identity(name, rng):
+    op = _operators(np.random.default_rng(0))[name]
+    # complex64 round-off: measured largest gap 1.4e-8 over all operators; a wrong adjoint (e.g. a
+    # missing conj or a flipped FFT sign) gives O(1).
+    assert _adjoint_gap(op, rng) < 1e-7
+
+
+def test_fft_is_unitary_and_centred(rng):
+    x = _complex(rng, (3, 16, 12))
+    f = FFT(x.shape, ndim=2)
+    np.testing.assert_allclose(np.linalg.norm(f(x)), np.linalg.norm(x), rtol=1e-5)
+    np.testing.assert_allclose(f.H(f(x)), x, atol=1e-5)
+    delta = np.zeros((16, 12), np.complex64)
+    delta[8, 6] = 1.0  # a centred delta has a flat spectrum
+    np.testing.assert_allclose(FFT(delta.shape)(delta), np.full((16, 12), 1 / np.sqrt(16 * 12)), atol=1e-6)
+
+
+def test_algebra_matches_explicit_products(rng):
+    c, ny, nx = 3, 8, 6
+    maps = _complex(rng, (c, ny, nx))
+    mask = rng.random((ny, nx)) < 0.5
+    s, f, m = Sense(maps), FFT((c, ny, nx)), Sampling((c, ny, nx), mask)
+    x = _complex(rng, (ny, nx))
+    a = m @ f @ s
+    np.testing.assert_allclose(a(x), m(f(s(x))), atol=1e-6)
+    np.testing.assert_allclose(a.N(x), a.H(a(x)), atol=1e-5)
+    np.testing.assert_allclose(a.H.H(x), a(x), atol=1e-6)
+    np.testing.assert_allclose(((2 - 1j) * a)(x), (2 - 1j) * a(x), atol=1e-5)
+    sense_images = maps * x
+    np.testing.assert_allclose(s(x), sense_images, atol=1e-6)
+    np.testing.assert_allclose(s.H(sense_images), (np.conj(maps) * sense_images).sum(0), atol=1e-5)
+    np.testing.assert_allclose((s.H @ s + 2.0 * Identity((ny, nx)))(x), s.N(x) + 2 * x, atol=1e-5)
+
+
+def test_shapes_are_checked(rng):
+    s = Sense(_complex(rng, (3, 8, 6)))
+    with pytest.raises(ValueError, match="Sense: input has shape"):
+        s(np.zeros((8, 7), np.complex64))
+    with pytest.raises(ValueError, match="cannot compose"):
+        FFT((3, 8, 7)) @ s
+    with pytest.raises(ValueError, match="cannot add"):
+        s + Sense(_complex(rng, (2, 8, 6)))
