@@ -194,7 +194,8 @@ class KSpace:
     ``mask``: sampling pattern over the trailing spatial dims (True where acquired); None = fully sampled.
     ``trajectory``: non-Cartesian sample positions (..., ndim) in cycles/FOV, else None.
     ``noise``: noise-only samples (coil, n) from noise scans, for pre-whitening; else None.
-    ``calibration``: separately acquired ACS k-space (coil, [kz,] ky, kx), else None.
+    ``calibration``: separately acquired ACS k-space, else None: (coil, [kz,] ky, kx), with the data's
+    batch dims in front when it differs between slices/contrasts.
     """
 
     data: Any
@@ -275,18 +276,22 @@ class KSpace:
         An integer index drops the dim; a list keeps it. Geometry follows the selected slices.
         """
         data = self.data
+        calibration = self.calibration
         dims = list(self.dims)
         header = self.header
         for dim, idx in index.items():
             if dim not in self.batch_dims:
                 raise InputError(self.header.source or None, f"cannot select along {dim!r}: batch dims are {self.batch_dims}")
             ax = dims.index(dim)
-            data = data[(slice(None),) * ax + (idx,)]
+            take = (slice(None),) * ax + (idx,)
+            if calibration is not None and calibration.ndim == data.ndim:  # ACS carries the batch dims too
+                calibration = calibration[take]
+            data = data[take]
             if isinstance(idx, (int, np.integer)):
                 dims.pop(ax)
             if dim == "slice":
                 header = dataclasses.replace(header, geometry=header.geometry.select_slices(idx))
-        return dataclasses.replace(self, data=data, dims=tuple(dims), header=header)
+        return dataclasses.replace(self, data=data, dims=tuple(dims), header=header, calibration=calibration)
 
     def check_finite(self) -> None:
         """Raise ``InputError`` naming the source when k-space holds NaN or Inf."""

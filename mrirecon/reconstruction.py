@@ -6,7 +6,6 @@ attaches geometry and provenance. The result comes back on the device the input 
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
 from typing import Any
@@ -50,12 +49,8 @@ def _recordable(value: Any) -> Any:
 
 
 def _task(ksp: KSpace, index: tuple[int, ...]) -> KSpace:
-    """One batch entry as a ``("coil", *spatial)`` KSpace (calibration indexed too when it has batch dims)."""
-    n_batch = len(ksp.batch_dims)
-    calibration = ksp.calibration
-    if calibration is not None and calibration.ndim > ksp.data.ndim - n_batch:
-        calibration = calibration[index]
-    return dataclasses.replace(ksp, data=ksp.data[index], dims=ksp.dims[n_batch:], calibration=calibration)
+    """One batch entry as a ``("coil", *spatial)`` KSpace (calibration follows, see ``KSpace.select``)."""
+    return ksp.select(**dict(zip(ksp.batch_dims, (int(i) for i in index))))
 
 
 def _synchronize(xp) -> None:

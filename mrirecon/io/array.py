@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import SPATIAL_KDIMS, KSpace, KSpaceHeader
+from ..data import SPATIAL_KDIMS, Geometry, KSpace, KSpaceHeader
 from ..errors import InputError
 from .base import Layout, RawFile, mask_from_samples
 
@@ -32,7 +32,7 @@ class ArrayFile(RawFile):
             raise InputError(self.path, f"k-space array has {what} (shape {array.shape})")
         self._array = array
         self._dims = dims
-        self._notes = ["no header: FOV, geometry and sequence parameters unknown (defaults used)", *notes]
+        self._notes = ["no header: FOV, geometry and sequence parameters unknown (1 mm voxels at the isocentre assumed)", *notes]
 
     def _layout(self) -> Layout:
         return Layout(dims=self._dims, shape=tuple(self._array.shape), uninterpreted=list(self._notes))
@@ -40,7 +40,14 @@ class ArrayFile(RawFile):
     def _header(self) -> KSpaceHeader:
         spatial = [self._array.shape[self._dims.index(d)] for d in self._dims if d in SPATIAL_KDIMS]
         matrix = tuple([1] * (3 - len(spatial)) + spatial)
-        return KSpaceHeader(encoded_matrix=matrix, recon_matrix=matrix, kspace_centre=tuple(n // 2 for n in matrix))
+        # Unknown FOV: assume 1 mm voxels so that images keep their aspect ratio in viewers.
+        geometry = Geometry(fov_mm=tuple(float(n) for n in matrix))
+        return KSpaceHeader(
+            encoded_matrix=matrix,
+            recon_matrix=matrix,
+            kspace_centre=tuple(n // 2 for n in matrix),
+            geometry=geometry,
+        )
 
     def _load(self, slices: np.ndarray | None, include_ignored: bool) -> KSpace:
         array = self._array
