@@ -37,6 +37,21 @@ def brain_8ch(shared_raw) -> np.ndarray:
     return np.load(shared_raw / "sigpy-brain-8ch" / "cartesian_ksp.npy")
 
 
+@pytest.fixture(scope="session")
+def phantom_r4():
+    """128x128 Shepp-Logan, 8 birdcage coils, Poisson disc R=4 with a 24x24 centre, noise sigma 5e-3.
+
+    Returns (image, maps, ksp).
+    """
+    from mrirecon import sim
+
+    shape = (128, 128)
+    image = sim.shepp_logan(shape)
+    maps = sim.birdcage_maps(8, shape)
+    ksp = sim.simulate(image, maps, sim.poisson_disc_mask(shape, 4, 24, seed=0), noise_sigma=5e-3, seed=1)
+    return image, maps, ksp
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

@@ -40,18 +40,8 @@ def test_calibration_region_detects_acs_lines():
     np.testing.assert_array_equal(sampled_mask(ksp), mask)
 
 
-@pytest.fixture(scope="module")
-def poisson_2d():
-    """128x128 Shepp-Logan, 8 birdcage coils, Poisson disc R=4 with a 24x24 centre, small noise."""
-    shape = (128, 128)
-    image = sim.shepp_logan(shape)
-    maps = sim.birdcage_maps(8, shape)
-    ksp = sim.simulate(image, maps, sim.poisson_disc_mask(shape, 4, 24, seed=0), noise_sigma=5e-3, seed=1)
-    return image, maps, ksp
-
-
-def test_espirit_recovers_birdcage_maps_2d(poisson_2d):
-    image, maps, ksp = poisson_2d
+def test_espirit_recovers_birdcage_maps_2d(phantom_r4):
+    image, maps, ksp = phantom_r4
     est = espirit_maps(ksp.data, mask=ksp.mask)
     assert est.shape == maps.shape and est.dtype == np.complex64
     inside = np.abs(image) > 0
@@ -80,10 +70,10 @@ def test_espirit_needs_a_calibration_region(rng):
 
 
 @pytest.mark.gpu
-def test_espirit_on_gpu_matches_cpu(poisson_2d):
+def test_espirit_on_gpu_matches_cpu(phantom_r4):
     import cupy as cp
 
-    _, _, ksp = poisson_2d
+    _, _, ksp = phantom_r4
     cpu = espirit_maps(ksp.data, mask=ksp.mask)
     gpu = espirit_maps(cp.asarray(ksp.data), mask=cp.asarray(ksp.mask))
     assert isinstance(gpu, cp.ndarray)

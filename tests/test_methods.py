@@ -21,16 +21,6 @@ def _nrmse(x: np.ndarray, truth: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def phantom_r4():
-    """128x128 Shepp-Logan, 8 birdcage coils, Poisson disc R=4 with a 24x24 centre, noise sigma 5e-3."""
-    shape = (128, 128)
-    image = sim.shepp_logan(shape)
-    maps = sim.birdcage_maps(8, shape)
-    ksp = sim.simulate(image, maps, sim.poisson_disc_mask(shape, 4, 24, seed=0), noise_sigma=5e-3, seed=1)
-    return image, maps, ksp
-
-
-@pytest.fixture(scope="module")
 def sense_r4(phantom_r4):
     return recon(phantom_r4[2], "sense")
 
