@@ -14,6 +14,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +238,11 @@ def cmd_make_sample_data(args: argparse.Namespace) -> int:
 
 
 # --- parser ----------------------------------------------------------------------------------------
+# Modules that contribute sub-commands: each has ``add_commands(add)``, where ``add(name, func, help)``
+# returns the new sub-parser. Keep their top-level imports light: the handler imports what it needs.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree; each sub-command's function is stored as ``func``."""
     common = argparse.ArgumentParser(add_help=False)
@@ -288,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("make-sample-data", cmd_make_sample_data, "Write the generated files that ship in sample_data/.")
     p.add_argument("directory", help="folder to write into (created if missing)")
+
+    for module_name in COMMAND_MODULES:
+        import_module(module_name).add_commands(add)
     return parser
 
 
