@@ -6,14 +6,13 @@ index i runs along the first axis; qform and sform both hold the affine (code 1,
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import uuid
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from mrirecon.atomic import atomic_path
 from mrirecon.data import Image
 from mrirecon.errors import OutputError
 from mrirecon.kernels.backend import to_numpy
@@ -54,19 +53,13 @@ def write_nifti(image: Image, path: str | os.PathLike, *, magnitude: bool = True
     be written; no partial file is left behind.
     """
     path = Path(path)
-    suffix = nifti_suffix(path)
+    nifti_suffix(path)  # refuses names that are not .nii / .nii.gz
     affine = LPS_TO_RAS @ image.affine
     nii = nib.Nifti1Image(to_nifti_array(image, magnitude=magnitude), affine)
     nii.set_qform(affine, code=SCANNER_CODE)
     nii.set_sform(affine, code=SCANNER_CODE)
     nii.header.set_xyzt_units(xyz="mm", t="msec")
-    tmp = path.with_name(f".{path.name[: -len(suffix)]}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
-    try:
+    with atomic_path(path, "NIfTI") as tmp:
         nib.save(nii, tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise OutputError(path, f"cannot write NIfTI: {exc.strerror or exc}") from exc
     return path
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..atomic import atomic_path
 from ..data import Geometry, KSpace, KSpaceHeader, PatientInfo, SequenceParams
 from ..errors import InputError, OutputError
 from ..kernels.backend import to_numpy
@@ -164,17 +165,14 @@ def write_fastmri(path: str | os.PathLike, ksp: KSpace, reconstruction_rss: np.n
     )
     limits = {"kspace_encoding_step_1": (0, nx - 1, nx // 2), "slice": (0, data.shape[0] - 1, 0)}
     xml = build_mrd_xml(xml_header, n_coils=ksp.n_coils, limits=limits)
-    try:
-        with h5py.File(path, "w") as h5:
-            h5.create_dataset("kspace", data=data)
-            h5.create_dataset("mask", data=mask_out.astype(bool))
-            h5.create_dataset("ismrmrd_header", data=xml.encode())
-            h5.attrs["acquisition"] = h.sequence.protocol_name
-            h5.attrs["patient_id"] = h.patient.id
-            if reconstruction_rss is not None:
-                rss = np.asarray(to_numpy(reconstruction_rss), dtype=np.float32)
-                h5.create_dataset("reconstruction_rss", data=rss)
-                h5.attrs["max"] = float(rss.max())
-                h5.attrs["norm"] = float(np.linalg.norm(rss))
-    except OSError as exc:
-        raise OutputError(path, f"cannot write fastMRI file ({exc})") from None
+    with atomic_path(path, "fastMRI file") as tmp, h5py.File(tmp, "w") as h5:
+        h5.create_dataset("kspace", data=data)
+        h5.create_dataset("mask", data=mask_out.astype(bool))
+        h5.create_dataset("ismrmrd_header", data=xml.encode())
+        h5.attrs["acquisition"] = h.sequence.protocol_name
+        h5.attrs["patient_id"] = h.patient.id
+        if reconstruction_rss is not None:
+            rss = np.asarray(to_numpy(reconstruction_rss), dtype=np.float32)
+            h5.create_dataset("reconstruction_rss", data=rss)
+            h5.attrs["max"] = float(rss.max())
+            h5.attrs["norm"] = float(np.linalg.norm(rss))

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from ..atomic import atomic_path
 from ..data import Geometry, KSpace
 from ..errors import OutputError
 from ..kernels.backend import to_numpy
@@ -162,19 +162,7 @@ def write_ismrmrd(path: str | os.PathLike, ksp: KSpace, *, group: str = "dataset
 
 def _write_h5(path: Path, group: str, xml: str, table: np.ndarray) -> None:
     """Write the MRD group atomically (temporary file in the same folder, then rename)."""
-    try:
-        fd, tmp = tempfile.mkstemp(suffix=".h5.tmp", dir=path.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise OutputError(path, f"cannot create a file in {path.parent} ({exc.strerror})") from None
-    try:
-        with h5py.File(tmp, "w") as h5:
-            grp = h5.create_group(group)
-            grp.create_dataset("xml", data=np.array([xml.encode()], dtype=object), dtype=h5py.vlen_dtype(bytes))
-            grp.create_dataset("data", data=table, maxshape=(None,), chunks=True)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(path, f"cannot write MRD file ({exc})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path, "MRD file") as tmp, h5py.File(tmp, "w") as h5:
+        grp = h5.create_group(group)
+        grp.create_dataset("xml", data=np.array([xml.encode()], dtype=object), dtype=h5py.vlen_dtype(bytes))
+        grp.create_dataset("data", data=table, maxshape=(None,), chunks=True)
