@@ -1,4 +1,5 @@
-"""Coil tools: root-sum-of-squares, calibration-region detection and ESPIRiT sensitivity maps.
+"""Coil tools: root-sum-of-squares, calibration-region detection, coil-space transforms and coil
+sensitivity maps (ESPIRiT, Walsh, Inati).
 
 ESPIRiT (Uecker et al., MRM 71:990, 2014): the fully sampled k-space centre gives a calibration
 (Casorati) matrix whose dominant right singular vectors span the k-space kernels consistent with the
@@ -6,18 +7,26 @@ data. In image space those kernels become, at every pixel r, a coil x coil opera
 ``W(r) = N/K * sum_j g_j(r) g_j(r)^H``; where there is signal its top eigenvalue is ~1 and the
 eigenvector is the coil sensitivity profile at r.
 
+Walsh (Walsh et al., MRM 43:682, 2000) and Inati (Inati et al., ISMRM 2014, p. 4407) maps come from
+low-resolution coil images instead: at every pixel the locally averaged signal correlation matrix
+``R(r) = <x x^H>`` has the coil sensitivities as its dominant eigenvector. Walsh decomposes every
+``R(r)`` (coil^2 memory per pixel); Inati runs a few power iterations ``v <- <x (x^H v)>`` that never
+form ``R`` (coil memory per pixel). Both are vectorised over pixels with the array's namespace.
+
 The calibration decomposition and the kernel cross-correlations are small (a few hundred rows and
 columns) and run on the host; the per-pixel work (one image-size FFT per coil pair to form ``W``,
 power iteration for its top eigenvector) runs on the array's device.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
+from .data import KSpace
 from .errors import InputError
-from .kernels.backend import get_array_module, to_numpy
+from .kernels.backend import device_of, get_array_module, to_device, to_numpy
 from .kernels.fft import ifftc
 
 
@@ -168,7 +177,193 @@ def espirit_maps(
         eig = xp.sum(vec.conj() * w_vec, axis=1).real
         vec = w_vec
     vec = vec / xp.maximum(xp.linalg.norm(vec, axis=1), np.float32(1e-30))[:, None]
-    ref = vec[:, :1]
-    vec = vec * (ref.conj() / xp.maximum(xp.abs(ref), np.float32(1e-30)))
     vec = vec * (eig > crop)[:, None]
-    return xp.ascontiguousarray(vec.T.reshape((n_coils,) + spatial).astype(xp.complex64))
+    maps = align_phase(vec.T.reshape((n_coils,) + spatial), np.eye(n_coils, 1)[:, 0])
+    return xp.ascontiguousarray(maps.astype(xp.complex64))
+
+
+# --- coil-space transforms -----------------------------------------------------------------------
+def coil_covariance(x: Any, coil_axis: int = 0) -> np.ndarray:
+    """``sum_n x_n x_n^H / n`` over every sample of ``x`` (all axes but ``coil_axis``): (coil, coil)
+    complex128 on the host (accumulated in complex64 so that large data need no double-size copy).
+    The noise covariance for noise-only samples, the coil Gram matrix that SVD coil compression
+    decomposes, otherwise.
+    """
+    xp = get_array_module(x)
+    flat = xp.moveaxis(x, coil_axis, 0).reshape(x.shape[coil_axis], -1).astype(xp.complex64)
+    return to_numpy(flat @ flat.conj().T).astype(np.complex128) / max(flat.shape[1], 1)
+
+
+def apply_coil_matrix(x: Any, matrix: Any, coil_axis: int = 0) -> Any:
+    """``matrix`` (new, old) applied along ``coil_axis`` of ``x``: (.., old, ..) -> (.., new, ..), complex64."""
+    xp = get_array_module(x)
+    m = to_device(np.asarray(to_numpy(matrix), dtype=np.complex64), device_of(x))
+    out = xp.tensordot(m, xp.moveaxis(x, coil_axis, 0).astype(xp.complex64), axes=1)
+    return xp.ascontiguousarray(xp.moveaxis(out, 0, coil_axis))
+
+
+def transform_coils(ksp: KSpace, matrix: Any) -> KSpace:
+    """A copy of ``ksp`` whose data, calibration and noise samples are mapped to new (virtual) coils
+    by ``matrix`` (new, old): the one step shared by pre-whitening and coil compression.
+    """
+    matrix = np.asarray(to_numpy(matrix))
+    if matrix.ndim != 2 or matrix.shape[1] != ksp.n_coils:
+        raise InputError(
+            ksp.header.source or None, f"coil matrix {matrix.shape} does not act on {ksp.n_coils} coils (new, old)"
+        )
+    coil = ksp.axis("coil")
+    cal = ksp.calibration
+    if cal is not None:
+        cal = apply_coil_matrix(cal, matrix, coil if cal.ndim == ksp.data.ndim else 0)
+    noise = None if ksp.noise is None else apply_coil_matrix(ksp.noise, matrix, 0)
+    return dataclasses.replace(ksp, data=apply_coil_matrix(ksp.data, matrix, coil), calibration=cal, noise=noise)
+
+
+# --- adaptive maps from coil images ----------------------------------------------------------------
+def calibration_kspace(ksp: KSpace) -> tuple[Any, Any]:
+    """(k-space, mask) to calibrate coil maps from, for one task (coil, *spatial): the separate
+    calibration scan zero-padded to the matrix (mask None: its non-zero samples) when there is one,
+    else the data and its mask.
+    """
+    if ksp.calibration is None:
+        return ksp.data, ksp.mask
+    xp = get_array_module(ksp.data)
+    cal = xp.asarray(ksp.calibration, dtype=xp.complex64)
+    if cal.shape[0] != ksp.n_coils or cal.ndim != ksp.data.ndim or any(
+        c > n for c, n in zip(cal.shape[1:], ksp.spatial_shape)
+    ):
+        raise InputError(
+            ksp.header.source or None,
+            f"calibration data {tuple(cal.shape)} does not fit k-space {tuple(ksp.data.shape)} (coil, *spatial)",
+        )
+    padded = xp.zeros(ksp.data.shape, dtype=xp.complex64)
+    padded[(slice(None),) + centred_box(ksp.spatial_shape, cal.shape[1:])] = cal
+    return padded, None
+
+
+def calibration_images(ksp: KSpace, calib: int = 24) -> Any:
+    """Low-resolution coil images (coil, *spatial) from the fully sampled k-space centre (at most
+    ``calib`` per axis), zero-padded to the matrix: unaliased at any undersampling of the rest.
+    """
+    kspace, mask = calibration_kspace(ksp)
+    box = tuple(min(calib, d) for d in fully_sampled_centre(to_numpy(sampled_mask(kspace, mask))))
+    if min(box) < 2:
+        raise InputError(ksp.header.source or None, f"no fully sampled k-space centre to calibrate coil maps from ({box})")
+    xp = get_array_module(kspace)
+    low = xp.zeros(kspace.shape, dtype=xp.complex64)
+    centre = (slice(None),) + centred_box(tuple(kspace.shape[1:]), box)
+    low[centre] = kspace[centre]
+    return ifftc(low, tuple(range(1, kspace.ndim)))
+
+
+def align_phase(maps: Any, reference: Any) -> Any:
+    """``maps`` (coil, *spatial) with each pixel's phase set so that ``reference^H S(r)`` is real and
+    >= 0: the maps' phase (arbitrary for an eigenvector) becomes that of a fixed virtual coil.
+    """
+    xp = get_array_module(maps)
+    ref = xp.asarray(np.asarray(to_numpy(reference), dtype=np.complex64))
+    proj = xp.tensordot(ref.conj(), maps, axes=1)
+    return maps * (proj.conj() / xp.maximum(xp.abs(proj), np.float32(1e-30)))
+
+
+def _dominant_coil_vector(images: Any) -> np.ndarray:
+    """Unit coil vector (host) that carries most of the signal over the whole image: the phase reference."""
+    return np.linalg.eigh(coil_covariance(images))[1][:, -1]
+
+
+def box_smooth(x: Any, window: int, axes: tuple[int, ...]) -> Any:
+    """Moving average over ``window`` samples along each of ``axes`` (edges replicated), from running
+    sums: one code path for NumPy and CuPy, cost independent of the window.
+    """
+    xp = get_array_module(x)
+    for ax in axes:
+        n = x.shape[ax]
+        w = max(1, min(int(window), n))
+        pad = [(0, 0)] * x.ndim
+        pad[ax] = (w // 2 + 1, w - 1 - w // 2)  # one extra leading sample: the running sum's zero
+        csum = xp.cumsum(xp.pad(x, pad, mode="edge"), axis=ax)
+        hi = [slice(None)] * x.ndim
+        lo = [slice(None)] * x.ndim
+        hi[ax], lo[ax] = slice(w, w + n), slice(0, n)
+        x = (csum[tuple(hi)] - csum[tuple(lo)]) / np.float32(w)
+    return x
+
+
+def _check_images(images: Any, window: int) -> None:
+    if images.ndim not in (3, 4):
+        raise InputError(None, f"coil images must be (coil, [z,] y, x), got shape {tuple(images.shape)}")
+    if window < 1:
+        raise InputError(None, f"smoothing window must be >= 1, got {window}")
+
+
+def walsh_maps(images: Any, window: int = 7, thresh: float = 1e-3) -> Any:
+    """Walsh adaptive coil maps (coil, *spatial) complex64 from coil images (coil, *spatial), 2D or 3D.
+
+    window: edge of the box (pixels) over which the signal correlation matrix is averaged.
+    thresh: maps are zero where the local signal energy (top eigenvalue) is below thresh times its
+        maximum (background without signal).
+
+    Unit norm over coils where kept; phase relative to the image's dominant coil combination.
+    Memory: pixels x coil^2 complex64 for the per-pixel correlation matrices.
+    """
+    _check_images(images, window)
+    xp = get_array_module(images)
+    n_coils, *spatial = images.shape
+    ndim = len(spatial)
+    images = images.astype(xp.complex64)
+    corr = box_smooth(images[:, None] * images[None, :].conj(), window, tuple(range(2, 2 + ndim)))
+    corr = xp.ascontiguousarray(xp.moveaxis(corr.reshape(n_coils, n_coils, -1), 2, 0))  # (pixel, c, d)
+    eigval, eigvec = xp.linalg.eigh(corr)
+    energy = eigval[:, -1]
+    vec = eigvec[:, :, -1] * (energy > thresh * energy.max())[:, None]
+    maps = xp.moveaxis(vec, 0, 1).reshape(images.shape)
+    return xp.ascontiguousarray(align_phase(maps, _dominant_coil_vector(images)).astype(xp.complex64))
+
+
+def inati_maps(images: Any, window: int = 7, thresh: float = 1e-3, n_iter: int = 5) -> Any:
+    """Inati's fast adaptive coil maps (coil, *spatial) complex64 from coil images, 2D or 3D.
+
+    Power iteration on the locally averaged correlation matrix without forming it: from the dominant
+    coil vector v, repeat ``c = v^H x`` (combined image), ``v = <x conj(c)>`` (local average),
+    normalise per pixel.
+
+    window: edge of the averaging box (pixels).
+    thresh: maps are zero where the local signal energy is below thresh times its maximum.
+    n_iter: power iterations (3-5 converge for smooth coil fields).
+    """
+    _check_images(images, window)
+    if n_iter < 1:
+        raise InputError(None, f"n_iter must be >= 1, got {n_iter}")
+    xp = get_array_module(images)
+    ndim = images.ndim - 1
+    images = images.astype(xp.complex64)
+    ref = _dominant_coil_vector(images)
+    combined = xp.tensordot(xp.asarray(ref.conj().astype(np.complex64)), images, axes=1)
+    for _ in range(n_iter):
+        maps = box_smooth(images * combined.conj()[None], window, tuple(range(1, ndim + 1)))
+        energy = xp.sqrt(xp.sum(maps.real**2 + maps.imag**2, axis=0))
+        maps = maps / xp.maximum(energy, np.float32(1e-30))
+        combined = xp.sum(maps.conj() * images, axis=0)
+    # ||<x x^H v>|| for a unit v converges to the top eigenvalue: the same background test as Walsh's
+    maps = maps * (energy > thresh * energy.max())
+    return xp.ascontiguousarray(align_phase(maps, ref).astype(xp.complex64))
+
+
+MAP_METHODS = ("espirit", "walsh", "inati")
+
+
+def coil_maps(ksp: KSpace, method: str = "espirit", *, calib: int = 24, **options: Any) -> Any:
+    """Coil maps (coil, *spatial) of one task (dims ``("coil", *spatial)``) by ``method``.
+
+    ESPIRiT calibrates on the separate calibration scan or the data's fully sampled centre (at most
+    ``calib``); Walsh and Inati on the low-resolution images of that centre. ``options`` go to
+    ``espirit_maps`` / ``walsh_maps`` / ``inati_maps``.
+    """
+    if method == "espirit":
+        kspace, mask = calibration_kspace(ksp)
+        return espirit_maps(kspace, calib=calib, mask=mask, **options)
+    if method == "walsh":
+        return walsh_maps(calibration_images(ksp, calib), **options)
+    if method == "inati":
+        return inati_maps(calibration_images(ksp, calib), **options)
+    raise InputError(None, f"unknown coil map method {method!r} (choose from {', '.join(MAP_METHODS)})")

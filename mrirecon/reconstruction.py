@@ -3,6 +3,10 @@
 It validates the method and its parameters, checks the k-space, moves the data to the device once,
 runs the method on every batch entry (slice, echo, ...), crops to the header's recon matrix and
 attaches geometry and provenance. The result comes back on the device the input came from.
+
+Before the method, each task can be pre-whitened (``mrirecon.noise``) and coil-compressed
+(``mrirecon.compression``); both are coil-space matrices, applied to the task's data, calibration and
+noise samples and to a ``maps`` parameter given by the caller, so user maps stay consistent.
 """
 from __future__ import annotations
 
@@ -13,10 +17,15 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .coils import apply_coil_matrix, transform_coils
+from .compression import fit_compression
 from .data import Image, KSpace, Provenance
 from .errors import InputError
 from .kernels.backend import get_array_module, resolve_device, to_device, to_numpy
 from .methods import get_method
+from .noise import whitener
+
+PREPROCESSING = ("whiten", "coil_compression")  # recon() options that are not method parameters
 
 
 def crop_box(shape: tuple[int, ...], recon_matrix: tuple[int, int, int]) -> tuple[slice, ...]:
@@ -60,18 +69,91 @@ def _synchronize(xp) -> None:
         cuda.get_current_stream().synchronize()
 
 
-def recon(ksp: KSpace, method: str = "sense", *, device: str = "auto", **params: Any) -> Image:
+def _check_preprocessing(whiten: Any, coil_compression: Any) -> None:
+    """``InputError`` unless whiten is True/False/"auto" and coil_compression None or a positive int."""
+    if not (whiten is True or whiten is False or whiten == "auto"):
+        raise InputError(None, f"whiten must be True, False or 'auto', got {whiten!r}")
+    if coil_compression is not None and (
+        isinstance(coil_compression, bool) or not isinstance(coil_compression, int) or coil_compression < 1
+    ):
+        raise InputError(None, f"coil_compression must be a positive number of virtual coils, got {coil_compression!r}")
+
+
+def bind_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``method``'s parameters with defaults filled in, plus the preprocessing options (``whiten``,
+    ``coil_compression``) among ``params``, all checked: what a pipeline validates before any task runs.
+    """
+    pre = {k: params[k] for k in PREPROCESSING if k in params}
+    used = get_method(method).bind({k: v for k, v in params.items() if k not in PREPROCESSING})
+    _check_preprocessing(pre.get("whiten", "auto"), pre.get("coil_compression"))
+    return {**used, **pre}
+
+
+def _preprocessing(ksp: KSpace, whiten: bool | str, coil_compression: int | None) -> dict[str, Any]:
+    """The checked preprocessing recipe as provenance records it: ``whiten`` when noise samples exist
+    or whitening was asked for (resolved to a bool), ``coil_compression`` when set.
+    """
+    _check_preprocessing(whiten, coil_compression)
+    if coil_compression is not None and coil_compression > ksp.n_coils:
+        raise InputError(
+            ksp.header.source or None, f"cannot compress {ksp.n_coils} coils to {coil_compression} virtual coils"
+        )
+    if whiten is True and ksp.noise is None:
+        raise InputError(ksp.header.source or None, "whitening asked for but the k-space has no noise samples")
+    recipe: dict[str, Any] = {}
+    if ksp.noise is not None or whiten is True:
+        recipe["whiten"] = whiten is True or (whiten == "auto" and ksp.noise is not None)
+    if coil_compression is not None:
+        recipe["coil_compression"] = coil_compression
+    return recipe
+
+
+def _preprocess(
+    task: KSpace, whitening: Any, n_virtual: int | None, params: dict[str, Any]
+) -> tuple[KSpace, dict[str, Any]]:
+    """One task whitened (``whitening``: W or None) and compressed to ``n_virtual`` coils; a ``maps``
+    parameter the caller gave goes through the same coil matrices.
+    """
+    if whitening is None and n_virtual is None:
+        return task, params
+    maps = params.get("maps")
+    if maps is not None:
+        maps = get_array_module(maps).asarray(maps)
+        if maps.ndim != task.data.ndim or maps.shape[0] != task.n_coils:
+            raise InputError(None, f"coil maps have shape {tuple(maps.shape)}, k-space has {tuple(task.data.shape)}")
+    if whitening is not None:
+        task = transform_coils(task, whitening)
+        maps = None if maps is None else apply_coil_matrix(maps, whitening)
+    if n_virtual is not None:
+        matrix, _ = fit_compression(task, n_virtual)
+        task = transform_coils(task, matrix)
+        maps = None if maps is None else apply_coil_matrix(maps, matrix)
+    return task, ({**params, "maps": maps} if "maps" in params else params)
+
+
+def recon(
+    ksp: KSpace,
+    method: str = "sense",
+    *,
+    device: str = "auto",
+    whiten: bool | str = "auto",
+    coil_compression: int | None = None,
+    **params: Any,
+) -> Image:
     """Reconstruct ``ksp`` with a registered ``method`` (see ``list_methods()``) on ``device``.
 
     ``device``: "auto" (GPU when there is one), "cpu", "cuda" or "cuda:N". ``params`` are the method's
     parameters; those not given take the method's defaults and all are recorded in the provenance.
+    ``whiten``: pre-whiten with the covariance of ``ksp.noise`` ("auto": when there are noise samples).
+    ``coil_compression``: SVD-compress each task to this many virtual coils (after whitening).
     Raises ``InputError`` for an unknown method or parameter, a wrongly typed value, non-finite
-    k-space or an unavailable device.
+    k-space, impossible preprocessing or an unavailable device.
     """
     t_start = time.perf_counter()
     info = get_method(method)
     used = info.bind(params)
     ksp.check_finite()
+    recipe = _preprocessing(ksp, whiten, coil_compression)
     try:
         target = resolve_device(device)
     except (RuntimeError, ValueError) as exc:
@@ -84,14 +166,16 @@ def recon(ksp: KSpace, method: str = "sense", *, device: str = "auto", **params:
     xp = get_array_module(work.data)
     t_in = time.perf_counter() - t0
 
-    spatial = work.spatial_shape
+    spatial = work.image_shape
     crop = crop_box(spatial, ksp.header.recon_matrix)
     out_spatial = tuple(len(range(*c.indices(n))) for c, n in zip(crop, spatial))
     batch_shape = work.data.shape[: len(work.batch_dims)]
     out = xp.empty(batch_shape + out_spatial, dtype=xp.complex64)
     t0 = time.perf_counter()
+    w = whitener(work) if recipe.get("whiten") else None
     for index in np.ndindex(*batch_shape):
-        out[index] = info.fn(_task(work, index), **used)[crop]
+        task, task_params = _preprocess(_task(work, index), w, coil_compression, used)
+        out[index] = info.fn(task, **task_params)[crop]
     _synchronize(xp)
     t_method = time.perf_counter() - t0
 
@@ -102,7 +186,7 @@ def recon(ksp: KSpace, method: str = "sense", *, device: str = "auto", **params:
     image_dims = work.batch_dims + (("z",) if len(spatial) == 3 else ()) + ("y", "x")
     provenance = Provenance(
         method=method,
-        parameters={k: _recordable(v) for k, v in used.items()},
+        parameters={k: _recordable(v) for k, v in {**used, **recipe}.items()},
         software_version=__version__,
         input_sha256=sha,
         device=target,

@@ -5,7 +5,7 @@ Scalars (step sizes, residual norms) are pulled to the host once per iteration, 
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -82,3 +82,65 @@ def power_iteration(op: Operator, shape: tuple[int, ...], n_iter: int = 30, seed
             return 0.0
         x = y / norm
     return eig
+
+
+def fista(
+    gradient: Operator,
+    prox: Callable[[float, Any], Any],
+    x0,
+    step: float,
+    max_iter: int = 100,
+    callback: Callable[[int, Any], None] | None = None,
+):
+    """Minimise ``f(x) + g(x)`` (f smooth, g with a cheap prox) by FISTA (Beck & Teboulle, 2009).
+
+    ``gradient(x)`` is grad f, ``prox(t, v)`` the prox of ``t g``; ``step`` must be at most 1 / Lipschitz
+    constant of grad f (e.g. ``1 / power_iteration(A.N, ...)`` for ``f = ||A x - y||^2 / 2``).
+    Momentum ``t_{k+1} = (1 + sqrt(1 + 4 t_k^2)) / 2`` from ``t_0 = 1``. ``callback(k, x)`` after iteration k.
+    """
+    x = x0.copy()
+    z = x.copy()
+    t = 1.0
+    for k in range(max_iter):
+        x_new = prox(step, z - step * gradient(z))
+        t_new = (1 + (1 + 4 * t * t) ** 0.5) / 2  # a Python float: keeps complex64 iterates
+        z = x_new + ((t - 1) / t_new) * (x_new - x)
+        x, t = x_new, t_new
+        if callback is not None:
+            callback(k, x)
+    return x
+
+
+def pdhg(
+    ops: Sequence[Any],
+    dual_proxes: Sequence[Callable[[float, Any], Any]],
+    x0,
+    tau: float,
+    sigma: float | Sequence[float] = 1.0,
+    max_iter: int = 100,
+    primal_prox: Callable[[float, Any], Any] | None = None,
+    callback: Callable[[int, Any], None] | None = None,
+):
+    """Minimise ``g(x) + sum_i f_i(K_i x)`` by the primal-dual hybrid gradient (Chambolle & Pock, 2011).
+
+    ``ops`` are the ``K_i`` (``LinearOperator``s: ``K(x)`` and ``K.H(u)``), ``dual_proxes[i](s, v)`` the prox
+    of ``s f_i*`` (the convex conjugate), ``primal_prox(t, v)`` that of ``t g`` (None: g = 0). One dual
+    variable per ``K_i``, all starting at zero, with its own step ``sigma[i]`` (a float: the same for
+    all); extrapolation theta = 1. Converges when ``tau * ||sum_i sigma_i K_i^H K_i|| <= 1``
+    (Pock & Chambolle, ICCV 2011, for the per-block steps). ``callback(k, x)`` after iteration k.
+    """
+    xp = get_array_module(x0)
+    sigmas = [float(sigma)] * len(ops) if isinstance(sigma, (int, float)) else [float(s) for s in sigma]
+    x = x0.copy()
+    x_ext = x.copy()
+    duals = [xp.zeros(op.oshape, dtype=x.dtype) for op in ops]
+    for k in range(max_iter):
+        duals = [prox(s, u + s * op(x_ext)) for op, prox, u, s in zip(ops, dual_proxes, duals, sigmas)]
+        x_old = x
+        x = x - tau * sum(op.H(u) for op, u in zip(ops, duals))
+        if primal_prox is not None:
+            x = primal_prox(tau, x)
+        x_ext = 2 * x - x_old
+        if callback is not None:
+            callback(k, x)
+    return x

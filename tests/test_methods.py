@@ -173,7 +173,8 @@ def test_recon_crops_to_recon_matrix_and_records_provenance():
 def test_recon_records_defaults_actually_used(sense_r4, phantom_r4):
     params = sense_r4.provenance.parameters
     assert params == {
-        "lam": 0.01, "max_iter": 30, "tol": 1e-4, "maps": None, "calib": 24, "kernel": 6, "thresh": 0.02, "crop": 0.95
+        "lam": 0.01, "max_iter": 30, "tol": 1e-4, "maps": None, "coil_maps": "espirit", "calib": 24, "kernel": 6,
+        "thresh": 0.02, "crop": 0.95,
     }
     # simulated data has no source file: the checksum is that of the k-space samples
     assert sense_r4.provenance.input_sha256 == hashlib.sha256(phantom_r4[2].data.tobytes()).hexdigest()
