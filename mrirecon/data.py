@@ -96,7 +96,10 @@ class Geometry:
         n_slices = self.position.shape[0]
         dx, dy = fx / nx, fy / ny
         if n_slices > 1:
-            dz = self.slice_spacing_mm or float(np.linalg.norm(self.position[1] - self.position[0]))
+            step = self.position[1] - self.position[0]
+            dz = self.slice_spacing_mm or float(np.linalg.norm(step))
+            if float(step @ self.slice_dir) < 0:  # slices stored in descending order along the normal
+                dz = -dz
         else:
             dz = fz / nz
         a = np.eye(4)
@@ -236,6 +239,19 @@ class KSpace:
     @property
     def spatial_shape(self) -> tuple[int, ...]:
         return tuple(self.data.shape[self.dims.index(d)] for d in self.spatial_dims)
+
+    @property
+    def is_cartesian(self) -> bool:
+        """True when the samples sit on the Cartesian grid (no ``trajectory``)."""
+        return self.trajectory is None
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """Spatial shape of the image this k-space makes: the k-space matrix when Cartesian, else the last
+        ndim (trajectory coordinates per sample) entries of the header's recon matrix."""
+        if self.trajectory is None:
+            return self.spatial_shape
+        return tuple(int(n) for n in self.header.recon_matrix[-int(self.trajectory.shape[-1]):])
 
     @property
     def batch_dims(self) -> tuple[str, ...]:
