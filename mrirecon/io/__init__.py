@@ -1,7 +1,7 @@
-"""Raw k-space readers and writers: ISMRMRD/MRD v1, fastMRI, BART ``.cfl``, NumPy ``.npy``.
+"""Raw k-space readers and writers: ISMRMRD/MRD v1, fastMRI, Siemens twix, BART ``.cfl``, NumPy ``.npy``.
 
 ``read(path)`` picks the format from the file's content (HDF5 signature, then which groups and
-datasets exist; NumPy magic; a BART ``.hdr``/``.cfl`` pair); the extension is only a hint.
+datasets exist; twix VB/VD header signatures; NumPy magic; a BART ``.hdr``/``.cfl`` pair); the extension is only a hint.
 Anything unreadable raises ``InputError(path, problem)``.
 """
 from __future__ import annotations
@@ -20,9 +20,11 @@ from .fastmri import FastMriFile, write_fastmri
 from .mrd import MrdFile, find_mrd_group
 from .mrd_writer import write_ismrmrd
 from .npy import NpyFile
+from .twix import TwixFile, is_twix
 
-FORMATS = ("ismrmrd", "fastmri", "cfl", "npy")
-_ALIASES = {"mrd": "ismrmrd", "bart": "cfl"}
+FORMATS = ("ismrmrd", "fastmri", "twix", "cfl", "npy")
+_ALIASES = {"mrd": "ismrmrd", "bart": "cfl", "siemens": "twix"}
+_READERS = {"ismrmrd": MrdFile, "fastmri": FastMriFile, "twix": TwixFile, "cfl": CflFile}
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _HDF5_OFFSETS = (0, 512, 1024, 2048)  # the superblock may follow a user block
 _NPY_MAGIC = b"\x93NUMPY"
@@ -71,19 +73,30 @@ def detect_format(path: str | os.PathLike) -> str:
         raise InputError(p, "permission denied") from None
     if head == _NPY_MAGIC:
         return "npy"
+    if is_twix(p):
+        return "twix"
     if not head:
         raise InputError(p, "file is empty")
     if p.suffix.lower() in _HDF5_SUFFIXES:
         raise InputError(p, f"has a {p.suffix} suffix but is not an HDF5 file (no HDF5 signature)")
     if hdr.exists() and cfl.exists():
         return "cfl"
-    raise InputError(p, "unrecognised format: not HDF5 (MRD, fastMRI), NumPy .npy or a BART .hdr/.cfl pair")
+    raise InputError(p, "unrecognised format: not HDF5 (MRD, fastMRI), Siemens twix, NumPy .npy or a BART .hdr/.cfl pair")
 
 
-def open_raw(path: str | os.PathLike, *, format: str | None = None, dims: Sequence[str] | None = None) -> RawFile:
+def open_raw(
+    path: str | os.PathLike,
+    *,
+    format: str | None = None,
+    dims: Sequence[str] | None = None,
+    sha256: str | None = None,
+) -> RawFile:
     """Open a raw k-space file for ``info()`` and (lazy) ``read(slices)``; use as a context manager.
 
-    ``format`` forces a reader ("ismrmrd"/"mrd", "fastmri", "cfl"/"bart", "npy"); ``dims`` names the
+    ``sha256``: the file's checksum when the caller already knows it (a pipeline task reading one
+    slice of a large file), so that it is not recomputed over the whole file.
+
+    ``format`` forces a reader ("ismrmrd"/"mrd", "fastmri", "twix"/"siemens", "cfl"/"bart", "npy"); ``dims`` names the
     axes of a ``.npy`` array (default ("coil", "ky", "kx") for 3-D, ("slice", "coil", "ky", "kx") for 4-D).
     """
     p = Path(path)
@@ -97,13 +110,9 @@ def open_raw(path: str | os.PathLike, *, format: str | None = None, dims: Sequen
         fmt = detect_format(p)
     if dims is not None and fmt != "npy":
         raise InputError(p, f"dims apply to .npy arrays only; this is a {fmt} file with its own layout")
-    if fmt == "ismrmrd":
-        return MrdFile(p)
-    if fmt == "fastmri":
-        return FastMriFile(p)
-    if fmt == "cfl":
-        return CflFile(p)
-    return NpyFile(p, dims)
+    raw = _READERS[fmt](p) if fmt != "npy" else NpyFile(p, dims)
+    raw._sha256 = sha256
+    return raw
 
 
 def read(
