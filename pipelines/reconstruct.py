@@ -1,21 +1,25 @@
-"""One raw file -> tasks (one per slice, or one per volume) -> embedded Dask -> Zarr series (+ NIfTI).
+"""One raw file -> tasks (one per slice, slab or volume) -> embedded Dask -> Zarr series (+ NIfTI).
 
 The client (this process) plans the tasks from the file's header alone, creates or reopens the
 output series, runs the tasks not yet done, records each one as done once its chunk is written,
-and marks the series complete only after the last one. Tasks read their own slice from the file,
-reconstruct it and write their own chunk, so they can run on any Dask worker.
+and marks the series complete only after the last one. Tasks read their own slice from the file
+(a slab task: the volume, then the readout FFT), reconstruct it and write their own chunk, so they
+can run on any Dask worker. ``prepare_series`` and ``run_task`` are shared with ``batch``, which
+runs the same tasks in units of several for many files.
 
 Default scheduler: Dask's local threaded scheduler on a small thread pool (the methods release the
 GIL in FFTs and Numba kernels). Pass ``client=`` (a ``distributed.Client``) to run elsewhere.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import socket
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,14 +30,15 @@ from dask.callbacks import Callback
 from tqdm import tqdm
 
 from mrirecon import __version__
-from mrirecon.data import SPATIAL_KDIMS, Geometry, KSpaceHeader, Provenance
+from mrirecon.data import SPATIAL_KDIMS, Geometry, KSpace, KSpaceHeader, Provenance
 from mrirecon.errors import InputError
 from mrirecon.io import open_raw
-from mrirecon.kernels.backend import resolve_device, to_numpy
-from mrirecon.methods import get_method
-from mrirecon.reconstruction import crop_box, recon
+from mrirecon.kernels.backend import get_array_module, resolve_device, to_numpy
+from mrirecon.kernels.fft import ifftc
+from mrirecon.reconstruction import bind_params, crop_box, recon
 
 from .nifti import nifti_suffix, write_nifti
+from .planner import FallbackReport, run_with_fallback, slab_width
 from .store import Series, TaskIndex, header_from_dict, is_complete, open_series, series_name
 
 DEFAULT_WORKERS = 2
@@ -42,7 +47,7 @@ DEFAULT_WORKERS = 2
 # Reading is a small part of a task; the reconstructions still run in parallel.
 _READ_LOCK = threading.Lock()
 
-DoneFn = Callable[[TaskIndex, dict[str, Any]], None]  # the client's record of a finished task
+DoneFn = Callable[["TaskOutcome"], None]  # the client's record of a finished unit
 
 
 @dataclass
@@ -64,12 +69,15 @@ class ReconResult:
         return self.tasks_total - self.tasks_run
 
 
-def plan_series(info: dict[str, Any]) -> tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...]]:
-    """Image dims, image shape and task dims of a raw file, from its ``RawFile.info()`` alone.
+def plan_series(
+    info: dict[str, Any], method: str = ""
+) -> tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...], tuple[int, ...]]:
+    """Image dims, image shape, task dims and task widths of a raw file, from its ``RawFile.info()`` alone.
 
     Image = the k-space batch dims + the spatial k-space shape cropped to the recon matrix exactly
-    as ``mrirecon.recon`` crops it; one task per slice when the file has a ``slice`` dim, else the
-    whole file is one task (a 3D volume).
+    as ``mrirecon.recon`` crops it; one task per slice when the file has a ``slice`` dim, one per slab
+    of readout positions for a 3D volume that ``method`` can run as slabs (``planner.slab_width``),
+    else the whole file is one task.
     """
     dims, shape = list(info["dims"]), [int(s) for s in info["shape"]]
     batch = dims[: dims.index("coil")]
@@ -77,8 +85,10 @@ def plan_series(info: dict[str, Any]) -> tuple[tuple[str, ...], tuple[int, ...],
     crop = crop_box(tuple(kspatial), tuple(info["recon_matrix"]))
     image_dims = tuple(batch) + tuple(d[1:] for d in dims if d in SPATIAL_KDIMS)
     image_shape = tuple(shape[: len(batch)]) + tuple(len(range(n)[c]) for n, c in zip(kspatial, crop))
-    task_dims = ("slice",) if "slice" in batch else ()
-    return image_dims, image_shape, task_dims
+    if "slice" in batch:
+        return image_dims, image_shape, ("slice",), (1,)
+    width = slab_width(info, method)
+    return (image_dims, image_shape, ("x",), (width,)) if width else (image_dims, image_shape, (), ())
 
 
 def header_from_info(info: dict[str, Any]) -> KSpaceHeader:
@@ -97,18 +107,132 @@ def header_from_info(info: dict[str, Any]) -> KSpaceHeader:
     })
 
 
+@dataclass
+class TaskOutcome:
+    """What one unit of tasks produced, for the client's records: its chunks are already written."""
+
+    indices: tuple[TaskIndex, ...]
+    provenance: dict[str, Any]
+    devices: tuple[str, ...]
+    timings_s: dict[str, float]
+    fallback: FallbackReport
+    worker: str
+
+
 def run_task(
-    path: Path, series: Series, index: TaskIndex, method: str, params: dict[str, Any], device: str
-) -> tuple[TaskIndex, dict[str, Any]]:
-    """Reconstruct one task (its slice of the file) and write its chunk; returns its provenance."""
-    with _READ_LOCK, open_raw(path) as raw:
-        ksp = raw.read(slices=[index[0]]) if series.task_dims else raw.read()
-    image = recon(ksp, method, device=device, **params)
+    path: Path,
+    series: Series,
+    indices: Sequence[TaskIndex],
+    method: str,
+    params: dict[str, Any],
+    device: str,
+    sha256: str | None = None,
+) -> TaskOutcome:
+    """Reconstruct a unit of tasks (consecutive slices or slabs of the file) and write their chunks.
+
+    The k-space of the unit is read once; out-of-memory errors split the unit and fall back to the
+    CPU (``planner.run_with_fallback``). Every chunk is written before this returns, so the client
+    may record all ``indices`` done once it has the outcome.
+    """
+    indices = tuple(tuple(i) for i in indices)
+    axis = series.dims.index(series.task_dims[0]) if series.task_dims else None
+    regions = [series.task_slices(i)[axis] for i in indices] if axis is not None else []
+    t0 = time.perf_counter()
+    with _READ_LOCK, open_raw(path, sha256=sha256) as raw:  # known checksum: no re-hash per task
+        ksp = raw.read(slices=[i[0] for i in indices]) if "slice" in series.task_dims else raw.read()
+    if "x" in series.task_dims:
+        ksp = readout_planes(ksp, regions)
+    # positions of each task along the unit's batch ("slice") dim: one slice, or a slab's readout planes
+    spans, start = [], 0
+    for region in regions:
+        n = len(range(series.shape[axis])[region])
+        spans.append(list(range(start, start + n)))
+        start += n
+    t_read = time.perf_counter() - t0
+
+    def attempt(positions: Sequence[int], where: str) -> Any:
+        part = ksp.select(slice=[p for k in positions for p in spans[k]]) if series.task_dims else ksp
+        return recon(part, method, device=where, **params)
+
+    report = FallbackReport()
+    t0 = time.perf_counter()
+    pieces = run_with_fallback(attempt, len(indices), device, report)
+    t_recon = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for positions, image in pieces:
+        data = _in_series_order(image, series, method)
+        offset = 0
+        for k in positions:
+            part = data if axis is None else np.take(data, range(offset, offset + len(spans[k])), axis=axis)
+            series.write_task(indices[k], part)
+            offset += len(spans[k])
+    t_write = time.perf_counter() - t0
+    return TaskOutcome(
+        indices=indices,
+        provenance=pieces[0][1].provenance.to_dict(),
+        devices=tuple(report.devices),
+        timings_s={"read": t_read, "recon": t_recon, "write": t_write},
+        fallback=report,
+        worker=f"{socket.gethostname()}:{os.getpid()}",
+    )
+
+
+def readout_planes(ksp: KSpace, slabs: Sequence[slice]) -> KSpace:
+    """3D k-space (coil, kz, ky, kx) -> the 2D (kz, ky) planes at the readout positions of ``slabs``.
+
+    Inverse centred FFT along the readout, crop to the recon matrix along x (as ``recon`` crops the
+    volume), keep the slabs' positions; they become a leading ``slice`` dim of 2D k-space whose
+    dims (ky, kx) stand for (kz, ky), with the recon matrix and mask to match.
+    """
+    xp = get_array_module(ksp.data)
+    hybrid = ifftc(ksp.data, (-1,))
+    hybrid = hybrid[..., crop_box(ksp.spatial_shape, ksp.header.recon_matrix)[-1]]
+    keep = np.concatenate([np.arange(hybrid.shape[-1])[s] for s in slabs])
+    planes = xp.ascontiguousarray(xp.moveaxis(hybrid[..., keep], -1, 0))
+    mask = None if ksp.mask is None else xp.asarray(ksp.mask).astype(bool).any(axis=-1)
+    rz, ry, _ = ksp.header.recon_matrix
+    header = dataclasses.replace(ksp.header, recon_matrix=(1, rz, ry))
+    return dataclasses.replace(ksp, data=planes, dims=("slice", "coil", "ky", "kx"), mask=mask, header=header)
+
+
+def _in_series_order(image: Any, series: Series, method: str) -> np.ndarray:
+    """A reconstructed piece as a NumPy array in the series' dim order (slab planes (x, z, y) -> z, y, x)."""
+    data = to_numpy(image.data)
+    if "x" in series.task_dims:
+        return np.moveaxis(data, 0, -1)
     if set(image.dims) != set(series.dims):
         raise RuntimeError(f"method {method!r} returned dims {image.dims}, expected {series.dims}")
-    data = np.transpose(to_numpy(image.data), [image.dims.index(d) for d in series.dims])
-    series.write_task(index, data)
-    return index, image.provenance.to_dict()
+    return np.transpose(data, [image.dims.index(d) for d in series.dims])
+
+
+def check_recipe(method: str, params: dict[str, Any], device: str) -> str:
+    """Fail early, before anything is written: unknown method or parameter, or an absent device.
+
+    Returns the resolved device ("auto" -> "cuda" or "cpu" on this machine).
+    """
+    bind_params(method, params)
+    try:
+        return resolve_device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise InputError("--device", str(exc)) from None
+
+
+def prepare_series(
+    path: Path, out_zarr: str | os.PathLike, method: str, params: dict[str, Any], *, resume: bool = True
+) -> tuple[Series, dict[str, Any]]:
+    """Client side: read the file's header, plan its series and create (or reopen, to resume) the group.
+
+    Returns the series and the file's ``info()``; ``resume=False`` starts the series afresh.
+    """
+    with _READ_LOCK, open_raw(path) as raw:
+        info = raw.info()
+    dims, shape, task_dims, task_chunks = plan_series(info, method)
+    series = Series.create(
+        out_zarr, series_name(path.name, Provenance(method, params)), dims=dims, shape=shape,
+        task_dims=task_dims, geometry=Geometry.from_dict(info["geometry"]), method=method, parameters=params,
+        header=header_from_info(info), resume=resume, task_chunks=task_chunks,
+    )
+    return series, info
 
 
 def reconstruct_file(
@@ -132,22 +256,11 @@ def reconstruct_file(
     start = time.perf_counter()
     path = Path(path)
     params = dict(params or {})
-    get_method(method).bind(params)  # unknown method or parameter -> InputError now, not in a task
-    try:
-        device = resolve_device(device)
-    except (RuntimeError, ValueError) as exc:
-        raise InputError("--device", str(exc)) from None
+    device = check_recipe(method, params, device)
     if nifti is not None:
         nifti_suffix(Path(nifti))
-    with open_raw(path) as raw:
-        info = raw.info()
-    dims, shape, task_dims = plan_series(info)
+    series, info = prepare_series(path, out_zarr, method, params)
     requested = Provenance(method, params)
-    series = Series.create(
-        out_zarr, series_name(path.name, requested), dims=dims, shape=shape, task_dims=task_dims,
-        geometry=Geometry.from_dict(info["geometry"]), method=method, parameters=params,
-        header=header_from_info(info),
-    )
     pending = series.pending()
     results: list[dict[str, Any]] = []
     if not pending and is_complete(out_zarr, series.name):  # the same recipe ran to the end before
@@ -155,17 +268,18 @@ def reconstruct_file(
     with tqdm(total=len(series.tasks()), initial=len(series.tasks()) - len(pending), unit="task",
               desc=series.name, disable=not progress, file=sys.stderr) as bar:
 
-        def done(index: TaskIndex, prov: dict[str, Any]) -> None:
-            series.mark_done(index)
-            results.append(prov)
-            bar.update(1)
+        def done(outcome: TaskOutcome) -> None:
+            series.mark_done(*outcome.indices)
+            results.append(outcome.provenance)
+            bar.update(len(outcome.indices))
 
-        tasks = [dask.delayed(run_task, pure=False)(path, series, t, method, params, device) for t in pending]
+        tasks = [dask.delayed(run_task, pure=False)(path, series, [t], method, params, device, info["sha256"])
+                 for t in pending]
         if client is not None:
             _run_distributed(client, tasks, done)
         else:
             _run_threaded(tasks, done, workers)
-    series.finalize(_final_provenance(requested, results, info["sha256"], device, time.perf_counter() - start))
+    series.finalize(final_provenance(requested, results, info["sha256"], device, time.perf_counter() - start))
     return _result(series, len(results), start, nifti)
 
 
@@ -188,7 +302,7 @@ def _run_threaded(tasks: list[Any], done: DoneFn, workers: int) -> None:
 
     def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
         if key in keys:
-            done(*result)
+            done(result)
 
     with ThreadPoolExecutor(max(1, workers)) as pool, Callback(posttask=posttask):
         dask.compute(*tasks, scheduler="threads", pool=pool)
@@ -201,13 +315,13 @@ def _run_distributed(client: Any, tasks: list[Any], done: DoneFn) -> None:
     futures = client.compute(tasks)
     try:
         for future in as_completed(futures):
-            done(*future.result())
+            done(future.result())
     except BaseException:
         client.cancel(futures)
         raise
 
 
-def _final_provenance(
+def final_provenance(
     requested: Provenance, results: list[dict[str, Any]], sha256: str, device: str, wall_s: float
 ) -> Provenance:
     """Provenance of the series: the method's resolved parameters, summed task timings, wall time."""
@@ -219,7 +333,7 @@ def _final_provenance(
     first = results[0] if results else {}
     return Provenance(
         method=requested.method,
-        parameters=first.get("parameters", get_method(requested.method).bind(requested.parameters)),
+        parameters=first.get("parameters", bind_params(requested.method, requested.parameters)),
         software_version=__version__,
         input_sha256=sha256,
         device=device,

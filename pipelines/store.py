@@ -6,15 +6,17 @@ Layout of ``OUT.zarr/<series>/`` (series name = input stem + method + parameters
               complex result, or the values themselves for a real-valued result
     complex   complex64 image, same shape and chunks (kept for phase maps and complex exports);
               only for complex results
-    done      bool, one element (and one chunk) per task: True once that task's chunks are written
+    done      bool, one element per task: True once that task's chunks are written; up to
+              ``DONE_CHUNK`` flags per chunk, since only the client writes it (one writer, each chunk
+              rewritten atomically), so that recording a run of finished tasks is one write
 
 Why both arrays for complex results: NGFF viewers cannot display complex data, while
 phase-sensitive exports need it.
 
 Arrays are stored in NGFF axis order (time, then other batch dims, then ``slice``/``z``, ``y``,
 ``x``); the image's own dim order is kept in the attributes and restored by ``open_series``.
-Each task (one index along the task dims, e.g. one slice) owns exactly one chunk of each image
-array, so tasks can run in parallel without two writers touching one chunk; Zarr writes each chunk
+Each task (one index along the task dims, e.g. one slice, or a slab of ``task_chunks`` readout
+positions of a 3D volume) owns exactly one chunk of each image array, so tasks can run in parallel without two writers touching one chunk; Zarr writes each chunk
 to a temporary file and renames it, so a crash never leaves a half-written chunk.
 
 Only the client writes metadata: group attributes (geometry, affine, header without PHI, dims,
@@ -49,6 +51,7 @@ FORMAT_VERSION = 1
 MAGNITUDE = "0"
 COMPLEX = "complex"
 DONE = "done"
+DONE_CHUNK = 4096  # task flags per chunk of ``done``: one write records a run of tasks
 NGFF_VERSION = "0.5"
 
 TaskIndex = tuple[int, ...]
@@ -154,6 +157,7 @@ class Series:
     array_dims: tuple[str, ...]
     task_dims: tuple[str, ...]
     shape: tuple[int, ...]
+    task_chunks: tuple[int, ...] = ()  # entries of each task dim per task (empty: 1 each)
 
     @classmethod
     def create(
@@ -169,24 +173,33 @@ class Series:
         parameters: dict[str, Any],
         header: KSpaceHeader | None = None,
         complex_data: bool = True,
+        resume: bool = True,
+        task_chunks: tuple[int, ...] | None = None,
     ) -> "Series":
         """Create the series group, or reopen an unfinished compatible one to resume it.
 
         A series with the same name but other dims/shape/recipe/input is replaced (the old result
-        would be wrong for this input). Raises ``OutputError`` when the store cannot be written.
+        would be wrong for this input), and so is any existing one when ``resume`` is False.
+        ``task_chunks`` gives the entries of each task dim one task covers (default 1 each); a
+        spatial task dim (e.g. ``x`` for slabs of a 3D volume) needs it. Raises ``OutputError``
+        when the store cannot be written.
         """
         dims, shape, task_dims = tuple(dims), tuple(int(s) for s in shape), tuple(task_dims)
-        if len(dims) != len(shape) or not set(task_dims) <= set(dims) - set(SPATIAL_IDIMS):
-            raise ValueError(f"bad series layout: dims {dims}, shape {shape}, task dims {task_dims}")
+        widths = tuple(int(w) for w in task_chunks) if task_chunks else (1,) * len(task_dims)
+        spatial_tasks = set(task_dims) & set(SPATIAL_IDIMS)
+        if (len(dims) != len(shape) or not set(task_dims) <= set(dims) or len(widths) != len(task_dims)
+                or min(widths, default=1) < 1 or (spatial_tasks and not task_chunks)):
+            raise ValueError(f"bad series layout: dims {dims}, shape {shape}, task dims {task_dims} x {widths}")
         root = open_store(store)
         array_dims = ngff_order(dims)
-        series = cls(Path(store), name, dims, array_dims, task_dims, shape)
+        series = cls(Path(store), name, dims, array_dims, task_dims, shape, widths)
         affine = Image(np.broadcast_to(np.float32(0), shape), dims, geometry).affine
         attrs = {
             "format_version": FORMAT_VERSION,
             "dims": list(dims),
             "array_dims": list(array_dims),
             "task_dims": list(task_dims),
+            "task_chunks": list(widths),
             "shape": list(shape),
             "method": method,
             "parameters": parameters,
@@ -200,19 +213,22 @@ class Series:
         try:
             if name in root:
                 old = root[name].attrs.asdict().get("mrirecon", {})
-                keys = ("format_version", "dims", "shape", "task_dims", "parameters_key")
+                old.setdefault("task_chunks", [1] * len(old.get("task_dims", [])))  # stores before slabs
+                keys = ("format_version", "dims", "shape", "task_dims", "task_chunks", "parameters_key")
                 same = all(old.get(k) == attrs[k] for k in keys) and _same_source(old, attrs)
-                if same and (COMPLEX in root[name]) == complex_data:
+                if resume and same and (COMPLEX in root[name]) == complex_data:
                     return series
                 del root[name]
             group = root.create_group(name)
             array_shape = series._to_array_order(shape)
-            chunks = tuple(1 if d in task_dims else n for d, n in zip(array_dims, array_shape))
+            width = dict(zip(task_dims, widths))
+            chunks = tuple(width.get(d, n) for d, n in zip(array_dims, array_shape))
             group.create_array(MAGNITUDE, shape=array_shape, chunks=chunks, dtype="float32", fill_value=0.0)
             if complex_data:
                 group.create_array(COMPLEX, shape=array_shape, chunks=chunks, dtype="complex64", fill_value=0j)
             grid = series.task_grid or (1,)
-            group.create_array(DONE, shape=grid, chunks=(1,) * len(grid), dtype=bool, fill_value=False)
+            done_chunks = (min(grid[0], DONE_CHUNK),) if len(grid) == 1 else (1,) * len(grid)
+            group.create_array(DONE, shape=grid, chunks=done_chunks, dtype=bool, fill_value=False)
             ome = ngff_metadata(name, array_dims, affine)
             group.attrs.update({"mrirecon": attrs, **({"ome": ome} if ome else {})})
         except OSError as exc:
@@ -222,7 +238,11 @@ class Series:
     @property
     def task_grid(self) -> tuple[int, ...]:
         """Number of tasks along each task dim (empty: the whole series is one task)."""
-        return tuple(self.shape[self.dims.index(d)] for d in self.task_dims)
+        return tuple(-(-self.shape[self.dims.index(d)] // w) for d, w in zip(self.task_dims, self._widths))
+
+    @property
+    def _widths(self) -> tuple[int, ...]:
+        return self.task_chunks or (1,) * len(self.task_dims)
 
     def tasks(self) -> list[TaskIndex]:
         """Every task index, in order."""
@@ -234,9 +254,9 @@ class Series:
         return [t for t in self.tasks() if not done[t if t else (0,)]]
 
     def write_task(self, index: TaskIndex, data: Any) -> None:
-        """Write one task's image (worker side): ``data`` has the series dims, size 1 along task dims."""
+        """Write one task's image (worker side): ``data`` has the series dims, the task's extent along task dims."""
         data = to_numpy(data)
-        expected = tuple(1 if d in self.task_dims else n for d, n in zip(self.dims, self.shape))
+        expected = tuple(len(range(n)[r]) for n, r in zip(self.shape, self.task_slices(index)))
         if data.shape != expected:
             raise ValueError(f"task {index} of {self.name}: image shape {data.shape}, expected {expected}")
         data = np.transpose(data, [self.dims.index(d) for d in self.array_dims])
@@ -250,10 +270,20 @@ class Series:
         except OSError as exc:
             raise _output_error(self.store / self.name, exc) from exc
 
-    def mark_done(self, index: TaskIndex) -> None:
-        """Record (client side) that task ``index`` has its chunks written."""
+    def mark_done(self, *indices: TaskIndex) -> None:
+        """Record (client side) that tasks ``indices`` have their chunks written.
+
+        One store open for all of them and one write per run of consecutive tasks: opening the group
+        costs more than setting a flag, and the client records every task of a job.
+        """
         try:
-            self._group(mode="r+")[DONE][index if index else (0,)] = True
+            done = self._group(mode="r+")[DONE]
+            if len(self.task_grid) == 1:
+                for start, stop in _runs(sorted(index[0] for index in indices)):
+                    done[start:stop] = True
+            else:
+                for index in indices:
+                    done[index if index else (0,)] = True
         except OSError as exc:
             raise _output_error(self.store / self.name, exc) from exc
 
@@ -284,8 +314,19 @@ class Series:
         return self._region(index, self.dims)
 
     def _region(self, index: TaskIndex, order: tuple[str, ...]) -> tuple[slice, ...]:
-        where = dict(zip(self.task_dims, index))
-        return tuple(slice(where[d], where[d] + 1) if d in where else slice(None) for d in order)
+        where = {d: (i * w, (i + 1) * w) for d, i, w in zip(self.task_dims, index, self._widths)}
+        return tuple(slice(*where[d]) if d in where else slice(None) for d in order)
+
+
+def _runs(values: list[int]) -> list[tuple[int, int]]:
+    """(start, stop) of each run of consecutive integers in sorted ``values``."""
+    runs: list[tuple[int, int]] = []
+    for v in values:
+        if runs and runs[-1][1] == v:
+            runs[-1] = (runs[-1][0], v + 1)
+        else:
+            runs.append((v, v + 1))
+    return runs
 
 
 def _same_source(old: dict[str, Any], new: dict[str, Any]) -> bool:
