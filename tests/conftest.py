@@ -55,3 +55,6 @@ def phantom_r4():
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+from pacs_fixtures import orthanc, pacs, recon_store  # noqa: E402,F401  (DICOM export / PACS tests)
