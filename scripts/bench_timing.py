@@ -1,0 +1,111 @@
+"""Timing for the benchmark, and the floor of each task: the work no implementation can avoid.
+
+The floor of a task is the time of the FFTs and array passes its algorithm must do, measured on this
+machine in the same run: batched unshifted FFTs (``scipy.fft`` with every core on the CPU, cuFFT
+through CuPy on a GPU, centring folded away) and one memory pass per unavoidable array touch
+(``x * maps`` to expand, a read of both coil arrays to combine). On a GPU it also counts the copy of
+the inputs to the device and of the result back, since every tool is timed from host to host.
+Inputs are seeded random data, never zeros.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import scipy.fft
+
+# A benchmark runner: one run of a tool on a task -> (host output, {stage name: seconds}).
+Runner = Callable[[], tuple[np.ndarray, dict[str, float]]]
+
+
+def synchronize(xp: ModuleType) -> None:
+    """Wait for queued GPU work (CuPy); nothing on the CPU."""
+    if xp is not np:
+        xp.cuda.Device().synchronize()
+
+
+def timed(fn: Callable[[], Any], xp: ModuleType = np) -> tuple[Any, float]:
+    """``fn()`` and its wall time (s), with queued GPU work finished inside the measurement."""
+    start = time.perf_counter()
+    out = fn()
+    synchronize(xp)
+    return out, time.perf_counter() - start
+
+
+def single_stage(work: Callable[[], np.ndarray], xp: ModuleType = np) -> Runner:
+    """A runner with one timed stage: ``work()``, which returns a host array, and its time."""
+
+    def run() -> tuple[np.ndarray, dict[str, float]]:
+        out, seconds = timed(work, xp)
+        return out, {"all": seconds}
+
+    return run
+
+
+def median_time(fn: Callable[[], Any], repeats: int, xp: ModuleType = np) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after one untimed warm-up (s)."""
+    fn()
+    synchronize(xp)
+    return statistics.median(timed(fn, xp)[1] for _ in range(repeats))
+
+
+def _random(xp: ModuleType, shape: tuple[int, ...], seed: int) -> Any:
+    """Seeded complex64 noise on the array module's device."""
+    rng = np.random.default_rng(seed)
+    host = (rng.standard_normal(shape, np.float32) + 1j * rng.standard_normal(shape, np.float32)).astype(np.complex64)
+    return xp.asarray(host)
+
+
+def _fft_pair(xp: ModuleType) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """Forward and inverse n-D FFT over given axes: threaded pocketfft on the CPU, cuFFT on a GPU."""
+    if xp is np:
+        workers = os.cpu_count() or 1
+        return (
+            lambda a, axes: scipy.fft.fftn(a, axes=axes, workers=workers, overwrite_x=True),
+            lambda a, axes: scipy.fft.ifftn(a, axes=axes, workers=workers, overwrite_x=True),
+        )
+    return (lambda a, axes: xp.fft.fftn(a, axes=axes), lambda a, axes: xp.fft.ifftn(a, axes=axes))
+
+
+def sense_iteration_floor(xp: ModuleType, n_coils: int, shape: tuple[int, ...], repeats: int) -> float:
+    """One CG-SENSE iteration's floor (s): FFT and inverse FFT of every coil image, expand, combine."""
+    fft, ifft = _fft_pair(xp)
+    axes = tuple(range(-len(shape), 0))
+    maps = _random(xp, (n_coils, *shape), 1)
+    image = _random(xp, shape, 2)
+    coils = _random(xp, (n_coils, *shape), 3)
+    t_fft = median_time(lambda: ifft(fft(coils, axes), axes), repeats, xp)
+    t_expand = median_time(lambda: xp.multiply(maps, image, out=coils), repeats, xp)
+    t_combine = median_time(lambda: xp.vdot(maps.ravel(), coils.ravel()), repeats, xp)
+    return t_fft + t_expand + t_combine
+
+
+def zerofill_floor(xp: ModuleType, n_coils: int, shape: tuple[int, ...], repeats: int) -> float:
+    """Zero-filled + RSS floor (s): one inverse FFT of every coil and one read pass over the coils."""
+    _, ifft = _fft_pair(xp)
+    axes = tuple(range(-len(shape), 0))
+    coils = _random(xp, (n_coils, *shape), 4)
+    t_fft = median_time(lambda: ifft(coils, axes), repeats, xp)
+    t_read = median_time(lambda: xp.vdot(coils.ravel(), coils.ravel()), repeats, xp)
+    return t_fft + t_read
+
+
+def readout_fft_floor(xp: ModuleType, shape: tuple[int, ...], axis: int, repeats: int) -> float:
+    """Floor of the 1D inverse FFT along the fully sampled readout ``axis`` of the whole k-space (s)."""
+    _, ifft = _fft_pair(xp)
+    data = _random(xp, shape, 5)
+    return median_time(lambda: ifft(data, (axis,)), repeats, xp)
+
+
+def transfer_floor(xp: ModuleType, n_in: int, n_out: int, repeats: int) -> float:
+    """Host-to-device copy of ``n_in`` and device-to-host copy of ``n_out`` complex64 values (s); 0 on the CPU."""
+    if xp is np:
+        return 0.0
+    host_in = np.asarray(_random(np, (n_in,), 6))
+    device_out = _random(xp, (n_out,), 7)
+    return median_time(lambda: (xp.asarray(host_in), device_out.get()), repeats, xp)

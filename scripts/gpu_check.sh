@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# One prepared check for a lent GPU machine (offline; python3 there has CuPy, Numba, SciPy, h5py, pytest).
+#
+# Stages, each with its own time limit and its exit code recorded in $OUT/stages.tsv:
+#   gpu      nvidia-smi: the card's model, driver and memory            -> $OUT/gpu.txt
+#   install  carried wheels (.whl/, made by ../shared/tools/device-wheels.sh sigpy) and mrirecon itself
+#            into a target dir put first on PYTHONPATH                    -> $OUT/install.log
+#   pytest   pytest -m gpu                                                 -> $OUT/pytest_gpu.log, .xml
+#   bench    scripts/benchmark.py --quick --device cuda (SigPy on CuPy too when carried)
+#                                                                          -> $OUT/bench_gpu.log, .json
+# A failing stage does not stop the later ones; the script exits with the first non-zero stage code.
+# Python runs with -P where the working directory would otherwise come first on sys.path: the source
+# folder ./mrirecon lacks kernels/ and pipelines/, which only the installed copy has inside it.
+#
+# Run from the repository root, e.g. through the device tool:
+#   run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=600)
+# Time limits (seconds): gpu 30, install 90, PYTEST_TIMEOUT 150, BENCH_TIMEOUT 300: at most 570 s in all,
+# inside the device tool's 600 s per command. BENCH_REPEATS (default 3) sets the timed runs.
+set -u
+
+OUT="${OUT:-$PWD/gpu_check_out}"
+SITE="${SITE:-/tmp/mrirecon-site}"
+PY="${PYTHON:-python3}"
+PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-150}"
+BENCH_TIMEOUT="${BENCH_TIMEOUT:-300}"
+BENCH_REPEATS="${BENCH_REPEATS:-3}"
+mkdir -p "$OUT" "$SITE"
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+printf 'stage\trc\tseconds\n' > "$OUT/stages.tsv"
+first_failure=0
+
+# stage NAME LIMIT_S LOG COMMAND...: run COMMAND under a hard time limit, log stdout+stderr, record rc.
+stage() {
+  local name=$1 limit=$2 log=$3
+  shift 3
+  local start rc
+  start=$(date +%s)
+  echo "=== $name (limit ${limit}s) ===" | tee -a "$log"
+  timeout -k 10 "$limit" "$@" >> "$log" 2>&1
+  rc=$?
+  printf '%s\t%s\t%s\n' "$name" "$rc" "$(( $(date +%s) - start ))" >> "$OUT/stages.tsv"
+  [ "$rc" -eq 124 ] && echo "$name: timed out after ${limit}s" | tee -a "$log"
+  echo "=== $name rc=$rc ===" | tee -a "$log"
+  [ "$rc" -ne 0 ] && [ "$first_failure" -eq 0 ] && first_failure=$rc
+  return 0
+}
+
+install_all() {
+  if compgen -G ".whl/*.whl" > /dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
+      || return $?
+  else
+    echo "no carried wheels in .whl/: SigPy and the packages the GPU image lacks will be missing"
+  fi
+  # mrirecon itself (package-dir maps kernels/ and pipelines/ into it); copy the tree if pip cannot build.
+  if ! "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade --target "$SITE" .; then
+    echo "pip could not build mrirecon here; copying the package tree instead"
+    rm -rf "$SITE/mrirecon" && cp -r mrirecon "$SITE/mrirecon" && cp -r kernels "$SITE/mrirecon/kernels" \
+      && cp -r pipelines "$SITE/mrirecon/pipelines" || return $?
+  fi
+  "$PY" -P - <<'EOF'
+import importlib
+for name in ("mrirecon", "cupy", "numba", "scipy", "h5py", "sigpy", "dask", "zarr", "nibabel"):
+    try:
+        module = importlib.import_module(name)
+        print(f"{name} {getattr(module, '__version__', '?')} {getattr(module, '__file__', '')}")
+    except Exception as exc:
+        print(f"{name} MISSING ({type(exc).__name__}: {exc})")
+import cupy
+print("cupy sees", cupy.cuda.runtime.getDeviceCount(), "GPU(s)")
+EOF
+}
+
+stage gpu 30 "$OUT/gpu.txt" nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+export -f install_all
+export PY SITE
+stage install 90 "$OUT/install.log" bash -c install_all
+stage pytest "$PYTEST_TIMEOUT" "$OUT/pytest_gpu.log" \
+  "$PY" -P -m pytest -m gpu -q -p no:cacheprovider --junitxml="$OUT/pytest_gpu.xml" tests
+stage bench "$BENCH_TIMEOUT" "$OUT/bench_gpu.log" \
+  "$PY" scripts/benchmark.py --quick --device cuda --repeats "$BENCH_REPEATS" --json "$OUT/bench_gpu.json"
+
+echo "--- GPU ---"; cat "$OUT/gpu.txt"
+echo "--- stages ---"; cat "$OUT/stages.tsv"
+echo "--- pytest ---"; tail -n 15 "$OUT/pytest_gpu.log"
+echo "--- benchmark ---"; tail -n 30 "$OUT/bench_gpu.log"
+exit "$first_failure"
