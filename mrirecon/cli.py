@@ -95,12 +95,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recon_params(args: argparse.Namespace) -> dict[str, Any]:
+    """Method parameters plus the preprocessing flags (``recon``'s whiten / coil_compression) when given."""
+    params = dict(args.param)
+    if args.whiten is not None:
+        params["whiten"] = args.whiten
+    if args.coils is not None:
+        params["coil_compression"] = args.coils
+    return params
+
+
 def cmd_recon(args: argparse.Namespace) -> int:
     """Reconstruct one raw file into a Zarr store (and optionally a NIfTI file)."""
     from .pipelines.reconstruct import reconstruct_file
 
     result = reconstruct_file(
-        args.path, args.output, method=args.method, params=dict(args.param), device=args.device,
+        args.path, args.output, method=args.method, params=_recon_params(args), device=args.device,
         nifti=args.nifti, progress=_show_progress(args),
     )
     shape = ", ".join(f"{d}={n}" for d, n in zip(result.dims, result.shape))
@@ -240,7 +250,7 @@ def cmd_make_sample_data(args: argparse.Namespace) -> int:
 # --- parser ----------------------------------------------------------------------------------------
 # Modules that contribute sub-commands: each has ``add_commands(add)``, where ``add(name, func, help)``
 # returns the new sub-parser. Keep their top-level imports light: the handler imports what it needs.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("mrirecon.pipelines.batch_cli", "mrirecon.pipelines.export_cli", "mrirecon.pipelines.convert_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", type=parse_param, default=[], metavar="NAME=VALUE",
                    help="method parameter (repeatable); values parsed as int, float, true/false, none or text")
     p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"), help="where to compute; default auto")
+    p.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=None,
+                   help="pre-whiten with the file's noise scans (default: when it has them)")
+    p.add_argument("--coils", type=_positive_int, metavar="N", help="SVD-compress to N virtual coils first")
     p.add_argument("--nifti", metavar="OUT.nii.gz", help="also write the magnitude image as NIfTI")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

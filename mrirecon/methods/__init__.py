@@ -144,5 +144,8 @@ def list_methods() -> list[MethodInfo]:
 
 # Each import registers its method(s).
 from . import sense, zerofill  # noqa: E402,F401
+from . import l1wavelet, tv  # noqa: E402,F401
+from . import grappa, pocs  # noqa: E402,F401
+from . import noncartesian  # noqa: E402,F401
 
 __all__ = ["MethodInfo", "ParamInfo", "get_method", "list_methods", "register", "require_cartesian"]
