@@ -85,6 +85,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"acceleration:  {' x '.join(map(str, info['acceleration']))}",
         f"calibration:   {info['calibration']['mode']} {info['calibration']['shape'] or ''}".rstrip(),
         f"sequence:      {info['sequence'].get('sequence_name') or '-'}",
+        f"scanner:       {info['sequence'].get('scanner') or '-'}",
+        f"software:      {info['sequence'].get('software_version') or '-'}",
         f"sha256:        {info['sha256']}",
     ]
     if info["uninterpreted"]:

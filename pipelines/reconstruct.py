@@ -82,9 +82,15 @@ def plan_series(
     dims, shape = list(info["dims"]), [int(s) for s in info["shape"]]
     batch = dims[: dims.index("coil")]
     kspatial = [n for d, n in zip(dims, shape) if d in SPATIAL_KDIMS]
-    crop = crop_box(tuple(kspatial), tuple(info["recon_matrix"]))
-    image_dims = tuple(batch) + tuple(d[1:] for d in dims if d in SPATIAL_KDIMS)
-    image_shape = tuple(shape[: len(batch)]) + tuple(len(range(n)[c]) for n, c in zip(kspatial, crop))
+    if kspatial:  # Cartesian: the k-space matrix, cropped to the recon matrix
+        crop = crop_box(tuple(kspatial), tuple(info["recon_matrix"]))
+        spatial_dims = tuple(d[1:] for d in dims if d in SPATIAL_KDIMS)
+        spatial_shape = tuple(len(range(n)[c]) for n, c in zip(kspatial, crop))
+    else:  # non-Cartesian: the recon matrix itself ((y, x) when it has one partition)
+        nz, ny, nx = (int(n) for n in info["recon_matrix"])
+        spatial_dims, spatial_shape = (("z", "y", "x"), (nz, ny, nx)) if nz > 1 else (("y", "x"), (ny, nx))
+    image_dims = tuple(batch) + spatial_dims
+    image_shape = tuple(shape[: len(batch)]) + spatial_shape
     if "slice" in batch:
         return image_dims, image_shape, ("slice",), (1,)
     width = slab_width(info, method)
