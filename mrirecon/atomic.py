@@ -23,6 +23,10 @@ def atomic_path(path: str | os.PathLike, what: str) -> Iterator[Path]:
     the temporary file is removed on every failure.
     """
     path = Path(path)
+    if not path.parent.is_dir():
+        raise OutputError(path, f"cannot write {what}: cannot create a file in {path.parent} (no such folder)")
+    if not os.access(path.parent, os.W_OK):
+        raise OutputError(path, f"cannot write {what}: cannot create a file in {path.parent} (permission denied)")
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
     try:
