@@ -10,9 +10,11 @@ in one place (``KSpaceHeader.without_phi``).
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import datetime
 import hashlib
+import html
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,8 +191,52 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
+def _shape_text(dims: tuple[str, ...], shape: tuple[int, ...]) -> str:
+    return " x ".join(f"{d} {n}" for d, n in zip(dims, shape))
+
+
+def _vector_text(v: np.ndarray) -> str:
+    return "(" + ", ".join(f"{x:.1f}" for x in np.asarray(v, dtype=float).ravel()) + ")"
+
+
+def _geometry_rows(geometry: Geometry, affine: np.ndarray) -> list[tuple[str, str]]:
+    """FOV, voxel size, centre and orientation (LPS) for summaries."""
+    voxel = np.linalg.norm(affine[:3, :3], axis=0)
+    centre = geometry.position.mean(axis=0)
+    return [
+        ("FOV (z, y, x)", " x ".join(f"{v:g}" for v in geometry.fov_mm) + " mm"),
+        ("voxel (x, y, z)", " x ".join(f"{v:.3g}" for v in voxel) + " mm"),
+        ("centre (LPS)", _vector_text(centre) + " mm"),
+        ("read / phase / slice", " / ".join(_vector_text(d) for d in (geometry.read_dir, geometry.phase_dir,
+                                                                      geometry.slice_dir))),
+    ]
+
+
+class _Summarised(abc.ABC):
+    """Text and Jupyter HTML summaries built from the subclass's ``summary_rows()`` (label, value) pairs."""
+
+    @abc.abstractmethod
+    def summary_rows(self) -> list[tuple[str, str]]:
+        """(label, value) pairs to show."""
+
+    def summary(self) -> str:
+        """A multi-line, human-readable description (``print(obj.summary())`` in a terminal)."""
+        rows = self.summary_rows()
+        width = max(len(k) for k, _ in rows)
+        return "\n".join([type(self).__name__] + [f"  {k.ljust(width)}  {v}" for k, v in rows])
+
+    def _repr_html_(self) -> str:
+        """Jupyter's rich display: the summary as a small two-column table (escaped)."""
+        cells = "".join(
+            f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
+            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+            for k, v in self.summary_rows()
+        )
+        return f"<div><strong>{type(self).__name__}</strong><table>{cells}</table></div>"
+
+
 @dataclass
-class KSpace:
+class KSpace(_Summarised):
     """Multi-coil k-space with named dims, a sampling mask and a header.
 
     ``data``: complex64 array (NumPy or CuPy), dims as in ``dims``, e.g. ``("slice", "coil", "ky", "kx")``.
@@ -315,6 +361,41 @@ class KSpace:
         if not bool(xp.isfinite(self.data).all()):
             raise InputError(self.header.source or None, "k-space contains NaN or Inf values")
 
+    def summary_rows(self) -> list[tuple[str, str]]:
+        """(label, value) pairs describing this k-space (no patient data): shape, sampling, geometry."""
+        h = self.header
+        rows = [
+            ("dims", _shape_text(self.dims, self.data.shape)),
+            ("dtype / device", f"{self.data.dtype} / {self.device}"),
+            ("trajectory", h.sequence.trajectory if self.is_cartesian else
+             f"{h.sequence.trajectory} ({self.trajectory.shape[-1]}D, image {self.image_shape})"),
+        ]
+        if self.is_cartesian:
+            fraction = float(to_numpy(self.sampling_mask()).mean())
+            rows.append(("sampled", f"{100 * fraction:.1f}% (R = {1 / max(fraction, 1e-9):.2f}, "
+                                    f"nominal {h.acceleration})"))
+        if self.calibration is not None or h.calibration_shape:
+            rows.append(("calibration", "separate scan" if self.calibration is not None else
+                         f"embedded {tuple(h.calibration_shape)}"))
+        if self.noise is not None:
+            rows.append(("noise scans", f"{self.noise.shape[-1]} samples per coil"))
+        rows.append(("matrix (enc / recon)", f"{tuple(h.encoded_matrix)} / {tuple(h.recon_matrix)}"))
+        rows += _geometry_rows(h.geometry, h.geometry.affine(h.recon_matrix))
+        seq = h.sequence
+        text = ", ".join(p for p in (seq.sequence_name, seq.scanner,
+                                     f"TR {seq.tr_ms:g} ms" if seq.tr_ms else "",
+                                     f"TE {', '.join(f'{t:g}' for t in seq.te_ms)} ms" if seq.te_ms else "") if p)
+        if text:
+            rows.append(("sequence", text))
+        rows.append(("source", f"{h.source or '(array)'} ({h.source_format or 'in memory'})"))
+        return rows
+
+    def plot(self, **kwargs: Any) -> Any:
+        """log-magnitude k-space view (``mrirecon.plot.plot_kspace``; needs matplotlib)."""
+        from .plot import plot_kspace
+
+        return plot_kspace(self, **kwargs)
+
     def __repr__(self) -> str:
         shape = dict(zip(self.dims, self.data.shape))
         return (
@@ -346,7 +427,7 @@ class Provenance:
 
 
 @dataclass
-class Image:
+class Image(_Summarised):
     """Reconstructed image: array (complex or magnitude) + geometry + provenance.
 
     ``dims`` e.g. ``("slice", "y", "x")`` or ``("z", "y", "x")``; ``affine`` maps voxel index
@@ -389,6 +470,31 @@ class Image:
     def magnitude(self) -> "Image":
         xp = get_array_module(self.data)
         return dataclasses.replace(self, data=xp.abs(self.data))
+
+    def summary_rows(self) -> list[tuple[str, str]]:
+        """(label, value) pairs describing this image: shape, geometry, method, parameters, timings."""
+        rows = [
+            ("dims", _shape_text(self.dims, self.data.shape)),
+            ("dtype / device", f"{self.data.dtype} / {self.device}"),
+        ]
+        rows += _geometry_rows(self.geometry, self.affine)
+        p = self.provenance
+        if p is not None:
+            rows.append(("method", p.method))
+            if p.parameters:
+                rows.append(("parameters", ", ".join(f"{k}={v!r}" for k, v in p.parameters.items())))
+            if p.timings_s:
+                rows.append(("timings", ", ".join(f"{k} {v:.2f} s" for k, v in p.timings_s.items())))
+            rows.append(("made", f"mrirecon {p.software_version or '?'} on {p.device}, {p.created[:19]}"))
+        if self.header is not None and self.header.source:
+            rows.append(("source", self.header.source))
+        return rows
+
+    def plot(self, **kwargs: Any) -> Any:
+        """Magnitude of one plane (``mrirecon.plot.plot_image``; needs matplotlib); returns the figure."""
+        from .plot import plot_image
+
+        return plot_image(self, **kwargs)
 
     def __repr__(self) -> str:
         shape = dict(zip(self.dims, self.data.shape))

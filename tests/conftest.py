@@ -58,3 +58,21 @@ def rng() -> np.random.Generator:
 
 
 from pacs_fixtures import orthanc, pacs, recon_store  # noqa: E402,F401  (DICOM export / PACS tests)
+
+
+@pytest.fixture(scope="session")
+def midtone_fraction():
+    """Function: PNG bytes -> fraction of pixels with grey level in (10, 245). A figure whose panels show
+    an image has many mid-tones (measured >= 0.16); a blank one, only antialiased text (< 0.005)."""
+    import io
+
+    from PIL import Image as PILImage
+
+    def fraction(png: bytes) -> float:
+        grey = np.asarray(PILImage.open(io.BytesIO(png)).convert("L"))
+        return float(((grey > 10) & (grey < 245)).mean())
+
+    return fraction
+
+
+from pacs_fixtures import orthanc_tls  # noqa: F401  (DICOMweb over TLS)
