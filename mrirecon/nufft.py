@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import InputError
 from .kernels.backend import device_of, get_array_module, to_numpy
+from .kernels.fft import fftc, ifftc
 from .kernels.nufft import NufftPlan
 from .linop import LinearOperator
 
@@ -117,3 +118,69 @@ class NUFFT(LinearOperator):
         if not self.toeplitz:
             return self._adjoint(self._apply(x))
         return self.plan.normal(self._flat_images(x)).reshape(self.ishape)
+
+
+def stack_partitions(coord: Any, image_shape: Sequence[int]) -> np.ndarray | None:
+    """Grid row (kz + Nz//2) of each partition when ``coord`` (partition, ..., 3) is a stack: one
+    integer kz per partition, inside the image's kz range; None for any other trajectory."""
+    if coord.ndim < 3 or coord.shape[-1] != 3 or len(image_shape) != 3:
+        return None
+    kz = np.asarray(to_numpy(coord[..., 0]), dtype=np.float64).reshape(coord.shape[0], -1)
+    nz = int(image_shape[0])
+    if not (kz == kz[:, :1]).all() or not np.array_equal(kz[:, 0], np.round(kz[:, 0])):
+        return None
+    rows = kz[:, 0].astype(np.int64) + nz // 2
+    return rows if ((rows >= 0) & (rows < nz)).all() else None
+
+
+class StackedNUFFT(LinearOperator):
+    """Stack-of-stars/spirals NUFFT: image (*batch, nz, ny, nx) -> samples (*batch, partition, *plane).
+
+    A centred FFT along z, then partition p's 2D NUFFT (its own in-plane trajectory) on the kz row
+    it samples; the normal operator is the per-row 2D (Toeplitz) normal between the z FFTs. Equal to
+    ``NUFFT`` on the 3D coordinates (both orthonormal), but exact along kz, with width^2 instead of
+    width^3 kernel taps per sample. Measured (32 x 64 spokes x 256 on 32 x 128^2, 8 coils, 2 shared
+    cores, ``scripts/bench_nufft.py``): forward 0.85 s vs 1.38 s, normal 0.84 s vs 2.2 s, adjoint
+    2.1 s vs 1.8 s (32 small 2D spreads cost more than one 3D spread).
+    """
+
+    def __init__(
+        self, coord: Any, image_shape: Sequence[int], batch_shape: Sequence[int] = (), *, accuracy: str = "default",
+        toeplitz: bool = True,
+    ):
+        image_shape = tuple(int(n) for n in image_shape)
+        rows = stack_partitions(coord, image_shape)
+        if rows is None:
+            raise InputError("trajectory", "not a stack: need (partition, ..., 3) with one integer kz per partition")
+        batch_shape = tuple(int(b) for b in batch_shape)
+        self.rows, self.image_shape, self.batch_shape = rows, image_shape, batch_shape
+        self.sample_shape = tuple(coord.shape[:-1])
+        self.planes = [NUFFT(coord[p, ..., 1:], image_shape[1:], batch_shape, accuracy=accuracy, toeplitz=toeplitz)
+                       for p in range(coord.shape[0])]
+        super().__init__(batch_shape + self.sample_shape, batch_shape + image_shape, "StackedNUFFT")
+
+    def _per_row(self, x: Any, op: str) -> Any:
+        """ifft_z of the rows' 2D ``op`` ("_normal") applied to fft_z(x), summed where partitions share a row."""
+        hybrid = fftc(x, (-3,))
+        xp = get_array_module(x)
+        out = xp.zeros_like(hybrid)
+        for row, plane in zip(self.rows, self.planes):
+            out[..., row, :, :] += getattr(plane, op)(hybrid[..., row, :, :])
+        return ifftc(out, (-3,))
+
+    def _apply(self, x: Any) -> Any:
+        hybrid = fftc(x, (-3,))
+        xp = get_array_module(x)
+        axis = len(self.batch_shape)
+        return xp.stack([plane._apply(hybrid[..., row, :, :]) for row, plane in zip(self.rows, self.planes)], axis=axis)
+
+    def _adjoint(self, y: Any) -> Any:
+        xp = get_array_module(y)
+        hybrid = xp.zeros(self.ishape, dtype=xp.complex64)
+        axis = len(self.batch_shape)
+        for p, (row, plane) in enumerate(zip(self.rows, self.planes)):
+            hybrid[..., row, :, :] += plane._adjoint(xp.take(y, p, axis=axis))
+        return ifftc(hybrid, (-3,))
+
+    def _normal(self, x: Any) -> Any:
+        return self._per_row(x, "_normal")

@@ -47,6 +47,8 @@ ACQ_DTYPE = np.dtype([
     ("data", h5py.vlen_dtype(np.dtype("<f4"))),
 ])
 
+NON_CARTESIAN_DIMS = ("spoke", "readout")  # sample dims of non-Cartesian data: one acquisition per spoke
+
 # Flag bit numbers (1-based: the flag is set when ``flags & (1 << (bit - 1))``).
 FLAG_BITS = {
     "first_in_slice": 7,
@@ -177,15 +179,15 @@ def _plan(heads: np.ndarray, xml: MrdXml, path: Path, include_ignored: bool) -> 
     post = _distinct(heads["discard_post"][used], path, "discard_post")
     centre = _distinct(heads["center_sample"][img_rows], path, "center_sample")
     cartesian = xml.sequence.trajectory == "cartesian" and not (heads["trajectory_dimensions"][img_rows] > 0).any()
-    if not cartesian:
-        notes.append(f"trajectory {xml.sequence.trajectory!r}: only Cartesian data can be read")
+    if not cartesian and not (heads["trajectory_dimensions"][img_rows] > 0).all():
+        raise InputError(path, f"non-Cartesian trajectory {xml.sequence.trajectory!r} without 'traj' in every imaging acquisition")
     kept = ns - pre - post
     if kept < 1:
         raise InputError(path, f"no samples left after discard_pre={pre}, discard_post={post} of {ns}")
 
     enc_x, enc_y, enc_z = xml.encoded_xyz
     n_kx = max(enc_x, kept)
-    if kept > enc_x:
+    if kept > enc_x and cartesian:
         notes.append(f"readout has {kept} samples but encoded matrix x is {enc_x}; using {kept}")
     kx_offset = 0
     if kept < n_kx:  # partial echo: place the echo centre at n_kx // 2
@@ -208,8 +210,7 @@ def _plan(heads: np.ndarray, xml: MrdXml, path: Path, include_ignored: bool) -> 
             problem = f"{name} counters reach {int(k.min())}..{int(k.max())}, outside the encoded matrix of {n}"
             if cartesian:
                 raise InputError(path, problem)
-            notes.append(problem)  # non-Cartesian counters number spokes/interleaves: describe only
-            np.clip(k, 0, n - 1, out=k)
+            np.clip(k, 0, n - 1, out=k)  # non-Cartesian counters number spokes/interleaves, not grid lines
 
     batch_values = {c: np.unique(idx[c][img_rows]) for c, _ in COUNTER_DIMS}
     # 2D data always has a slice dim; 3D only when there are several slabs.
@@ -296,6 +297,9 @@ class MrdFile(RawFile):
         plan = self._plan()
         dims = (*plan.batch_dims, "coil", *plan.spatial_dims)
         spatial = (plan.n_kz, plan.n_ky, plan.recon_x)[-len(plan.spatial_dims):]
+        if not plan.cartesian:
+            dims = (*plan.batch_dims, "coil", *NON_CARTESIAN_DIMS)
+            spatial = (plan.imaging.size // max(int(np.prod(plan.batch_shape, dtype=np.int64)), 1), plan.n_samples)
         mode = "separate" if plan.calibration.size else ("embedded" if plan.calibration_extent else "none")
         return Layout(dims=dims, shape=(*plan.batch_shape, plan.n_coils, *spatial), counts=plan.counts,
                       calibration=mode, uninterpreted=plan.notes + self._extra_notes)
@@ -420,31 +424,86 @@ class MrdFile(RawFile):
         (z0, z1), (y0, y1) = plan.calibration_extent
         return calibration[..., y0:y1, :] if plan.n_kz == 1 else calibration[..., z0:z1, y0:y1, :]
 
+    def _noise(self, plan: _Plan, header: KSpaceHeader) -> np.ndarray | None:
+        """Noise-scan samples (coil, n), or None (noted in the header when their channel count differs)."""
+        if not plan.noise.size:
+            return None
+        if (self._heads[plan.noise]["active_channels"] != plan.n_coils).any():
+            header.extra["noise_note"] = "noise scans have a different channel count; not used"
+            return None
+        raw = self._read_rows(plan.noise)
+        try:
+            return np.concatenate([r.view(np.complex64).reshape(plan.n_coils, -1) for r in raw], axis=1)
+        except ValueError:
+            raise InputError(self.path, "noise-scan data lengths do not match their channel count") from None
+
+    def _trajectory(self, rows: np.ndarray, plan: _Plan) -> np.ndarray:
+        """(n, n_samples, ndim) float64 sample positions of ``rows`` in cycles per recon FOV, ordered
+        (ky, kx) or (kz, ky, kx); discards dropped and reverse lines flipped like their samples.
+
+        MRD stores ``traj`` per acquisition as (samples, trajectory_dimensions) float32, coordinates
+        (kx, ky, kz) along the read/phase/slice directions; the standard fixes no unit. Read as
+        cycles per encoded FOV (k = n / FOV, the edge at +-matrix/2), rescaled to the recon FOV;
+        a trajectory within +-0.5 everywhere is taken as normalised to k_max = 0.5 (Gadgetron's
+        convention) and scaled by the recon matrix. Extra dimensions (e.g. density weights) are dropped.
+        """
+        ndim = 3 if plan.n_kz > 1 else 2
+        dims = _distinct(self._heads["trajectory_dimensions"][rows], self.path, "trajectory dimensions")
+        if dims < ndim:
+            raise InputError(self.path, f"'traj' has {dims} coordinates per sample; {ndim}D data needs {ndim}")
+        n_total = int(self._heads["number_of_samples"][rows[0]])
+        with h5_errors(self.path, "acquisition trajectories"):
+            raw = self._data.fields("traj")[rows]
+        try:
+            traj = np.stack(list(raw)).reshape(rows.size, n_total, dims)[:, :, :ndim][:, :, ::-1]
+        except ValueError:
+            raise InputError(self.path, "'traj' lengths do not match their headers (samples x trajectory dimensions)") from None
+        traj = traj[:, plan.discard_pre: plan.discard_pre + plan.n_samples].astype(np.float64)
+        reverse = _has_flag(self._heads["flags"][rows].astype(np.uint64), "reverse")
+        traj[reverse] = traj[reverse, ::-1]
+        recon = np.array(self.xml.recon_xyz[:ndim][::-1], dtype=np.float64)
+        if np.abs(traj).max(initial=0.0) <= 0.5 and recon.min() > 1:
+            return traj * recon
+        recon_fov = np.array(self.xml.recon_fov_xyz[:ndim][::-1])
+        enc_fov = np.array(self.xml.encoded_fov_xyz[:ndim][::-1])
+        known = (recon_fov > 0) & (enc_fov > 0)
+        return traj * np.where(known, recon_fov / np.where(known, enc_fov, 1.0), 1.0)
+
+    def _load_non_cartesian(self, rows: np.ndarray, plan: _Plan, slices: np.ndarray | None, header: KSpaceHeader) -> KSpace:
+        """Non-Cartesian data (*batch, coil, spoke, readout) with its trajectory (spoke, readout, ndim):
+        acquisitions in recorded order per batch entry, which must all share one trajectory."""
+        batch_index, batch_shape, _ = self._batch_index(rows, plan, slices, broadcast=False)
+        order = np.argsort(batch_index, kind="stable")
+        rows, n_b = rows[order], int(np.prod(batch_shape, dtype=np.int64))
+        counts = np.bincount(batch_index, minlength=n_b)
+        if (counts != counts[0]).any():
+            raise InputError(self.path, f"slices/contrasts have different numbers of spokes ({sorted(set(counts.tolist()))})")
+        n_spokes = int(counts[0])
+        traj = self._trajectory(rows, plan).reshape(n_b, n_spokes, plan.n_samples, -1)
+        if not np.array_equal(traj, np.broadcast_to(traj[:1], traj.shape)):
+            raise InputError(self.path, "the trajectory differs between slices/contrasts; read them one at a time")
+        data = self._lines(rows, plan).reshape(*batch_shape, n_spokes, plan.n_coils, plan.n_samples)
+        data = np.moveaxis(data, -2, -3)
+        if slices is not None:
+            header = dataclasses.replace(header, geometry=header.geometry.select_slices(slices))
+        return KSpace(data=np.ascontiguousarray(data), dims=(*plan.batch_dims, "coil", *NON_CARTESIAN_DIMS),
+                      header=header, trajectory=traj[0], noise=self._noise(plan, header))
+
     def _load(self, slices: np.ndarray | None, include_ignored: bool) -> KSpace:
         plan = self._plan(include_ignored)
-        if not plan.cartesian:
-            raise InputError(self.path, f"non-Cartesian trajectory '{self.xml.sequence.trajectory}' is not supported by the MRD reader")
         header = self._header()
         slice_values = plan.batch_values["slice"]
         chosen = slice_values if slices is None else slice_values[slices]
 
         rows = plan.imaging[np.isin(self._heads["idx"]["slice"][plan.imaging], chosen)]
+        if not plan.cartesian:
+            return self._load_non_cartesian(rows, plan, slices, header)
         batch_index, batch_shape, _ = self._batch_index(rows, plan, slices, broadcast=False)
         data = self._place(rows, plan, batch_shape, batch_index)
 
         calibration = self._calibration(plan, chosen, slices, batch_shape)
 
-        noise = None
-        if plan.noise.size:
-            noise_heads = self._heads[plan.noise]
-            if (noise_heads["active_channels"] != plan.n_coils).any():
-                header.extra["noise_note"] = "noise scans have a different channel count; not used"
-            else:
-                raw = self._read_rows(plan.noise)
-                try:
-                    noise = np.concatenate([r.view(np.complex64).reshape(plan.n_coils, -1) for r in raw], axis=1)
-                except ValueError:
-                    raise InputError(self.path, "noise-scan data lengths do not match their channel count") from None
+        noise = self._noise(plan, header)
 
         n_sp = len(plan.spatial_dims)
         lines = (plan.line_mask if plan.n_kz > 1 else plan.line_mask[0])[..., None]

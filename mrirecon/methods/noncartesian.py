@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..coils import espirit_maps, rss
+from ..coils import espirit_maps, inati_maps, rss, walsh_maps
 from ..data import KSpace
 from ..dcf import pipe_menon_dcf, ramp_dcf
 from ..errors import InputError
 from ..kernels.backend import get_array_module, to_numpy
 from ..kernels.fft import fftc
-from ..linop import Sense
-from ..nufft import NUFFT
+from ..linop import LinearOperator, Sense
+from ..nufft import NUFFT, StackedNUFFT, stack_partitions
 from ..solvers import conjugate_gradient
 from . import register
 
@@ -38,8 +38,13 @@ def image_shape(ksp: KSpace) -> tuple[int, ...]:
     return shape
 
 
-def nufft_for(ksp: KSpace, accuracy: str = "default", toeplitz: bool = True) -> NUFFT:
-    """The coil-batched NUFFT of ``ksp`` (coil images -> samples), checked against the data's shape."""
+def nufft_for(ksp: KSpace, accuracy: str = "default", toeplitz: bool = True) -> NUFFT | StackedNUFFT:
+    """The coil-batched NUFFT of ``ksp`` (coil images -> samples), checked against the data's shape.
+
+    Stack-of-stars/spirals (one integer kz per leading partition) run as an FFT along z and a 2D NUFFT
+    per partition (``StackedNUFFT``: exact along kz; its normal operator, what the iterative methods
+    run, measured 2.6x to 8x faster than the 3D NUFFT's, see ``scripts/bench_nufft.py``).
+    """
     shape = image_shape(ksp)
     sample_shape = tuple(ksp.data.shape[1:])
     if tuple(ksp.trajectory.shape[:-1]) != sample_shape:
@@ -47,6 +52,8 @@ def nufft_for(ksp: KSpace, accuracy: str = "default", toeplitz: bool = True) -> 
             ksp.header.source or None,
             f"trajectory {tuple(ksp.trajectory.shape)} does not match the samples {sample_shape} of k-space {ksp.dims}",
         )
+    if stack_partitions(ksp.trajectory, shape) is not None:
+        return StackedNUFFT(ksp.trajectory, shape, (ksp.n_coils,), accuracy=accuracy, toeplitz=toeplitz)
     return NUFFT(ksp.trajectory, shape, (ksp.n_coils,), accuracy=accuracy, toeplitz=toeplitz)
 
 
@@ -95,6 +102,52 @@ def gridded_espirit_maps(ksp: KSpace, calib: int = 24, kernel: int = 6, thresh: 
     return espirit_maps(fftc(coil_images, tuple(range(-ndim, 0))), calib=box, kernel=kernel, thresh=thresh, crop=crop)
 
 
+def gridded_coil_maps(ksp: KSpace, method: str = "espirit", calib: int = 24, **options: Any) -> Any:
+    """Coil maps (coil, *image_shape) of non-Cartesian k-space by ``method``: ESPIRiT on the gridded
+    centre (``gridded_espirit_maps``), or Walsh/Inati on the gridded coil images (their smoothing
+    window does the low-pass that a Cartesian calibration box does)."""
+    if method == "espirit":
+        return gridded_espirit_maps(ksp, calib, **options)
+    if method in ("walsh", "inati"):
+        return (walsh_maps if method == "walsh" else inati_maps)(gridded_coil_images(ksp))
+    raise InputError(None, f"unknown coil map method {method!r} (choose from espirit, walsh, inati)")
+
+
+class SenseNUFFT(LinearOperator):
+    """Non-Cartesian SENSE model ``A = NUFFT S``: image (*image_shape) -> samples (coil, *sample_shape).
+
+    Unlike a plain ``NUFFT @ Sense`` composition, its normal operator runs the NUFFT's own
+    (Toeplitz) normal operator between the coil expansion and combination.
+    """
+
+    def __init__(self, nufft: NUFFT | StackedNUFFT, maps: Any):
+        if tuple(maps.shape) != nufft.ishape:
+            raise InputError(None, f"coil maps have shape {tuple(maps.shape)}, need (coil, *image) = {nufft.ishape}")
+        self.nufft, self.sense = nufft, Sense(maps)
+        super().__init__(nufft.oshape, nufft.image_shape, "SenseNUFFT")
+
+    def _apply(self, x: Any) -> Any:
+        return self.nufft._apply(self.sense._apply(x))
+
+    def _adjoint(self, y: Any) -> Any:
+        return self.sense._adjoint(self.nufft._adjoint(y))
+
+    def _normal(self, x: Any) -> Any:
+        return self.sense._adjoint(self.nufft._normal(self.sense._apply(x)))
+
+
+def sense_nufft_model(
+    ksp: KSpace, maps: Any = None, coil_maps: str = "espirit", accuracy: str = "default", toeplitz: bool = True, **options: Any
+) -> SenseNUFFT:
+    """``SenseNUFFT`` of one non-Cartesian task; maps estimated by ``coil_maps`` (``options`` go to
+    ``gridded_coil_maps``) when None. Shared by CG-SENSE and the compressed-sensing methods."""
+    xp = get_array_module(ksp.data)
+    a = nufft_for(ksp, accuracy, toeplitz)
+    if maps is None:
+        maps = gridded_coil_maps(ksp, coil_maps, **options)
+    return SenseNUFFT(a, xp.asarray(maps, dtype=xp.complex64))
+
+
 @register(
     "gridding",
     summary="Non-Cartesian gridding: density-compensated adjoint NUFFT and root-sum-of-squares (magnitude)",
@@ -125,6 +178,8 @@ def nufft_sense(
     maps: Any = None,
     accuracy: str = "default",
     toeplitz: bool = True,
+    dcf: str = "none",
+    dcf_iter: int = 15,
     calib: int = 24,
     kernel: int = 6,
     thresh: float = 0.02,
@@ -132,27 +187,34 @@ def nufft_sense(
 ) -> Any:
     """CG-SENSE image (*image_shape), 2D or 3D non-Cartesian: min ||A S x - y||^2 + lam_abs ||x||^2.
 
+    With ``dcf`` the density compensation preconditions the solve: min ||D^(1/2) (A S x - y)||^2 +
+    lam_abs ||x||^2 (weighted least squares, as Pruessmann et al. iterate), which evens out the
+    spectrum of the normal operator: on 24 golden-angle spokes (48^2, 8 coils, ESPIRiT maps) Pipe–Menon
+    weights reach NRMSE 0.180 in 10 iterations (unweighted 0.252; after 30: 0.147 against 0.179). Each iteration then runs interp + spread instead of the Toeplitz convolution.
+
     lam: Tikhonov weight relative to the data: lam_abs = lam * (samples / pixels) * max_r sum_c |S_c(r)|^2,
-        the mean eigenvalue of A^H A for unit-norm maps (1 for a fully sampled Cartesian grid).
+        the mean eigenvalue of A^H A for unit-norm maps (1 for a fully sampled Cartesian grid); with
+        a dcf the sum of the weights replaces the number of samples.
     max_iter: conjugate-gradient iterations.
     tol: stop early when the CG residual falls below tol * ||A^H y||.
     maps: coil sensitivities (coil, *image_shape); None estimates them with ESPIRiT on the gridded centre.
     accuracy: NUFFT accuracy, "default" (relative error < 1e-3) or "high" (< 1e-5).
-    toeplitz: run A^H A as a convolution on the doubled grid instead of interp + spread.
+    toeplitz: run A^H A as a convolution on the doubled grid instead of interp + spread (no dcf).
+    dcf: density-compensation preconditioner: "none", "pipe_menon" or "ramp" (radial spokes only).
+    dcf_iter: Pipe–Menon iterations.
     calib: largest ESPIRiT calibration box edge (shrunk to the centre sampled at Nyquist).
     kernel: ESPIRiT kernel edge.
     thresh: ESPIRiT singular-value threshold relative to the largest.
     crop: ESPIRiT eigenvalue threshold; maps are zero below it.
     """
     xp = get_array_module(ksp.data)
-    a = nufft_for(ksp, accuracy, toeplitz)
-    if maps is None:
-        maps = gridded_espirit_maps(ksp, calib, kernel, thresh, crop)
-    maps = xp.asarray(maps, dtype=xp.complex64)
-    if tuple(maps.shape) != a.ishape:
-        raise InputError(None, f"coil maps have shape {tuple(maps.shape)}, need (coil, *image) = {a.ishape}")
-    s = Sense(maps)
-    normal = s.H @ a.N @ s
-    density = np.prod(a.sample_shape) / np.prod(a.image_shape)
+    a = sense_nufft_model(ksp, maps, "espirit", accuracy, toeplitz, calib=calib, kernel=kernel, thresh=thresh, crop=crop)
+    maps = a.sense.maps
+    if dcf == "none":
+        normal, rhs, total_weight = a.N, a.H(ksp.data), float(np.prod(a.nufft.sample_shape))
+    else:
+        w = xp.asarray(density_weights(ksp, dcf, dcf_iter), dtype=xp.float32)
+        normal, rhs, total_weight = (lambda v: a.H(w * a(v))), a.H(w * ksp.data), float(xp.sum(w))
+    density = total_weight / np.prod(a.nufft.image_shape)
     lam_abs = lam * float(density) * float(xp.max(xp.sum(maps.real**2 + maps.imag**2, axis=0)))
-    return conjugate_gradient(lambda v: normal(v) + lam_abs * v, s.H(a.H(ksp.data)), max_iter=max_iter, tol=tol)
+    return conjugate_gradient(lambda v: normal(v) + lam_abs * v, rhs, max_iter=max_iter, tol=tol)

@@ -1,7 +1,7 @@
 """Total-variation compressed sensing on the SENSE model, 2D or 3D, solved by PDHG (Chambolle-Pock).
 
 Problem: ``min_x ||M F S x - y||^2 / 2 + lam_abs ||G x||_1`` with ``G`` periodic finite differences
-along every spatial axis; anisotropic (each difference shrinks on its own, as SigPy's
+along every spatial axis (``M F`` is the NUFFT for k-space with a trajectory); anisotropic (each difference shrinks on its own, as SigPy's
 ``TotalVariationRecon``) or isotropic (the gradient vector at a voxel shrinks as one).
 PDHG splits both terms through their conjugates, so no inner solve is needed: per iteration one
 ``A``, one ``A^H``, one ``G`` and one ``G^H``. The dual steps are balanced per block (the data and the
@@ -42,9 +42,9 @@ def tv(
     thresh: float = 0.02,
     crop: float = 0.95,
 ) -> Any:
-    """Total-variation image (*spatial), 2D or 3D Cartesian, any undersampling pattern.
+    """Total-variation image (*spatial), 2D or 3D, Cartesian (any undersampling) or non-Cartesian.
 
-    Minimises ||M F S x - y||^2 / 2 + lam_abs ||G x||_1 (the 1/2 as in SigPy, so lam means the same).
+    Minimises ||A S x - y||^2 / 2 + lam_abs ||G x||_1 (the 1/2 as in SigPy, so lam means the same).
     Steps: G counts as G / ||G|| (||G||^2 <= 4 ndim), the dual steps are 1 / step_ratio (data) and
     1 / (step_ratio 4 ndim) (differences), tau = step_ratio / lambda_max(A^H A + G^H G / (4 ndim)).
 

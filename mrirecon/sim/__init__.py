@@ -10,7 +10,7 @@ from .coils import birdcage_maps
 from .masks import equispaced_mask, poisson_disc_mask, variable_density_mask
 from .mni import BRAIN_FOV_MM, brain
 from .phantom import shepp_logan
-from .trajectories import radial, radial_3d, spiral, spoke_angles, stack_of_stars
+from .trajectories import radial, radial_3d, spiral, spoke_angles, stack_of_spirals, stack_of_stars
 
 __all__ = [
     "BRAIN_FOV_MM",
@@ -27,6 +27,7 @@ __all__ = [
     "simulate",
     "spiral",
     "spoke_angles",
+    "stack_of_spirals",
     "stack_of_stars",
     "variable_density_mask",
 ]

@@ -51,6 +51,20 @@ def radial(n_spokes: int, n_readout: int, *, matrix: int | None = None, ordering
     return np.stack([np.sin(angles)[:, None] * k, np.cos(angles)[:, None] * k], axis=-1)
 
 
+def stack(plane: np.ndarray, n_partitions: int, angles: np.ndarray) -> np.ndarray:
+    """3D stack (partition, *plane_dims, 3) of a 2D trajectory ``plane`` (..., 2): Cartesian kz =
+    p - n_partitions // 2, the plane rotated by ``angles[p]`` (radians) in partition p."""
+    if n_partitions < 1:
+        raise InputError("n_partitions", f"need at least one partition, got {n_partitions}")
+    c, s = np.cos(angles), np.sin(angles)
+    c, s = (a.reshape((n_partitions,) + (1,) * (plane.ndim - 1)) for a in (c, s))
+    out = np.empty((n_partitions,) + plane.shape[:-1] + (3,))
+    out[..., 0] = (np.arange(n_partitions) - n_partitions // 2).reshape(c.shape)
+    out[..., 1] = c * plane[..., 0] + s * plane[..., 1]
+    out[..., 2] = -s * plane[..., 0] + c * plane[..., 1]
+    return out
+
+
 def stack_of_stars(
     n_spokes: int, n_readout: int, n_partitions: int, *, matrix: int | None = None, ordering: str = "golden", rotate: bool = True
 ) -> np.ndarray:
@@ -59,18 +73,23 @@ def stack_of_stars(
     ``rotate`` turns the star of partition p by the golden angle times p / n_partitions of a spoke step
     so that neighbouring partitions do not share spokes (incoherent aliasing along z).
     """
-    if n_partitions < 1:
-        raise InputError("n_partitions", f"need at least one partition, got {n_partitions}")
     star = radial(n_spokes, n_readout, matrix=matrix, ordering=ordering)
-    out = np.empty((n_partitions, n_spokes, n_readout, 3))
     step = math.pi / GOLDEN_RATIO if ordering != "uniform" else math.pi / n_spokes
-    for p in range(n_partitions):
-        a = step * p / n_partitions if rotate else 0.0
-        c, s = math.cos(a), math.sin(a)
-        out[p, ..., 0] = p - n_partitions // 2
-        out[p, ..., 1] = c * star[..., 0] + s * star[..., 1]
-        out[p, ..., 2] = -s * star[..., 0] + c * star[..., 1]
-    return out
+    fraction = np.arange(n_partitions) / n_partitions if rotate else np.zeros(n_partitions)
+    return stack(star, n_partitions, step * fraction)
+
+
+def stack_of_spirals(
+    n_interleaves: int, n_samples: int, matrix: int, n_partitions: int, *, undersampling: float = 1.0,
+    centre_density: float = 1.0, rotate: bool = True,
+) -> np.ndarray:
+    """3D stack-of-spirals (partition, interleave, sample, 3): Cartesian kz, the variable-density spiral
+    of ``spiral`` in each partition; ``rotate`` turns partition p by (p / phi mod 1) of the interleave
+    spacing 2 pi / n_interleaves (golden-ratio offsets: no two partitions share interleaves).
+    """
+    plane = spiral(n_interleaves, n_samples, matrix, undersampling=undersampling, centre_density=centre_density)
+    fraction = (np.arange(n_partitions) / GOLDEN_RATIO) % 1.0 if rotate else np.zeros(n_partitions)
+    return stack(plane, n_partitions, 2 * math.pi / n_interleaves * fraction)
 
 
 def radial_3d(n_spokes: int, n_readout: int, *, matrix: int | None = None) -> np.ndarray:
