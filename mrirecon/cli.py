@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from importlib import import_module
 from pathlib import Path
@@ -28,6 +29,8 @@ PHANTOM_KINDS = ("shepp-logan", "brain")
 PHANTOM_FORMATS = ("ismrmrd", "fastmri")
 MASKS = ("equispaced", "poisson")
 SLICE_GAP_MM = 1.0  # gap between simulated slices, added to the slice thickness
+_SEQ_HELP = ("Pulseq sequence of a Pulseq twix scan (k-space order, trajectory); "
+             "default: a .seq beside the raw file with the same name")
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -66,7 +69,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     """Describe a raw file without reconstructing it."""
     from .io import open_raw
 
-    with open_raw(args.path) as raw:
+    with open_raw(args.path, sequence=args.seq) as raw:
         info = raw.info(include_phi=args.show_phi)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -113,7 +116,7 @@ def cmd_recon(args: argparse.Namespace) -> int:
 
     result = reconstruct_file(
         args.path, args.output, method=args.method, params=_recon_params(args), device=args.device,
-        nifti=args.nifti, progress=_show_progress(args),
+        nifti=args.nifti, progress=_show_progress(args), sequence=args.seq,
     )
     shape = ", ".join(f"{d}={n}" for d, n in zip(result.dims, result.shape))
     skipped = f", {result.tasks_skipped} already done" if result.tasks_skipped else ""
@@ -276,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="raw file (ISMRMRD/MRD .h5, fastMRI .h5, BART .cfl, .npy)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("--show-phi", action="store_true", help="also print patient/study identifiers")
+    p.add_argument("--seq", metavar="FILE.seq", help=_SEQ_HELP)
 
     p = add("recon", cmd_recon, "Reconstruct a raw file into a Zarr store (one series per file and recipe).")
     p.add_argument("path", help="raw file")
@@ -289,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coils", type=_positive_int, metavar="N", help="SVD-compress to N virtual coils first")
     p.add_argument("--nifti", metavar="OUT.nii.gz", help="also write the magnitude image as NIfTI")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--seq", metavar="FILE.seq", help=_SEQ_HELP)
 
     p = add("methods", cmd_methods, "List reconstruction methods with their parameters and defaults.")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -315,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                   file: Any = None, line: str | None = None) -> None:
+    """Warnings as one line ``mrirecon: warning: <message>`` on stderr (no source location)."""
+    print(f"mrirecon: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
     parser = build_parser()
@@ -324,7 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     debug = args.debug or os.environ.get("MRIRECON_DEBUG", "") not in ("", "0")
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _print_warning
+            return args.func(args)
     except MriReconError as exc:
         if debug:
             traceback.print_exc()

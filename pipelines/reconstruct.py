@@ -133,18 +133,20 @@ def run_task(
     params: dict[str, Any],
     device: str,
     sha256: str | None = None,
+    sequence: str | os.PathLike | None = None,
 ) -> TaskOutcome:
     """Reconstruct a unit of tasks (consecutive slices or slabs of the file) and write their chunks.
 
     The k-space of the unit is read once; out-of-memory errors split the unit and fall back to the
     CPU (``planner.run_with_fallback``). Every chunk is written before this returns, so the client
-    may record all ``indices`` done once it has the outcome.
+    may record all ``indices`` done once it has the outcome. ``sequence``: the Pulseq ``.seq`` of a
+    Pulseq twix scan (``mrirecon.io.open_raw``).
     """
     indices = tuple(tuple(i) for i in indices)
     axis = series.dims.index(series.task_dims[0]) if series.task_dims else None
     regions = [series.task_slices(i)[axis] for i in indices] if axis is not None else []
     t0 = time.perf_counter()
-    with _READ_LOCK, open_raw(path, sha256=sha256) as raw:  # known checksum: no re-hash per task
+    with _READ_LOCK, open_raw(path, sha256=sha256, sequence=sequence) as raw:  # known checksum: no re-hash per task
         ksp = raw.read(slices=[i[0] for i in indices]) if "slice" in series.task_dims else raw.read()
     if "x" in series.task_dims:
         ksp = readout_planes(ksp, regions)
@@ -224,13 +226,15 @@ def check_recipe(method: str, params: dict[str, Any], device: str) -> str:
 
 
 def prepare_series(
-    path: Path, out_zarr: str | os.PathLike, method: str, params: dict[str, Any], *, resume: bool = True
+    path: Path, out_zarr: str | os.PathLike, method: str, params: dict[str, Any], *, resume: bool = True,
+    sequence: str | os.PathLike | None = None,
 ) -> tuple[Series, dict[str, Any]]:
     """Client side: read the file's header, plan its series and create (or reopen, to resume) the group.
 
-    Returns the series and the file's ``info()``; ``resume=False`` starts the series afresh.
+    Returns the series and the file's ``info()``; ``resume=False`` starts the series afresh;
+    ``sequence``: the Pulseq ``.seq`` of a Pulseq twix scan.
     """
-    with _READ_LOCK, open_raw(path) as raw:
+    with _READ_LOCK, open_raw(path, sequence=sequence) as raw:
         info = raw.info()
     dims, shape, task_dims, task_chunks = plan_series(info, method)
     series = Series.create(
@@ -252,12 +256,14 @@ def reconstruct_file(
     progress: bool = True,
     client: Any = None,
     workers: int = DEFAULT_WORKERS,
+    sequence: str | os.PathLike | None = None,
 ) -> ReconResult:
     """Reconstruct every slice of a raw file into series ``<stem>_<method>_<key>`` of ``out_zarr``.
 
     Resumes an interrupted run of the same recipe (finished tasks are skipped). Bad input, method or
     parameters raise ``InputError`` before anything is written; an unwritable output or a full disk
     raises ``OutputError`` and leaves the series not complete. ``nifti`` also writes a NIfTI file.
+    ``sequence``: the Pulseq ``.seq`` of a Pulseq twix scan (k-space order and trajectory).
     """
     start = time.perf_counter()
     path = Path(path)
@@ -265,7 +271,7 @@ def reconstruct_file(
     device = check_recipe(method, params, device)
     if nifti is not None:
         nifti_suffix(Path(nifti))
-    series, info = prepare_series(path, out_zarr, method, params)
+    series, info = prepare_series(path, out_zarr, method, params, sequence=sequence)
     requested = Provenance(method, params)
     pending = series.pending()
     results: list[dict[str, Any]] = []
@@ -279,7 +285,7 @@ def reconstruct_file(
             results.append(outcome.provenance)
             bar.update(len(outcome.indices))
 
-        tasks = [dask.delayed(run_task, pure=False)(path, series, [t], method, params, device, info["sha256"])
+        tasks = [dask.delayed(run_task, pure=False)(path, series, [t], method, params, device, info["sha256"], sequence)
                  for t in pending]
         if client is not None:
             _run_distributed(client, tasks, done)

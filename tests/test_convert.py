@@ -14,6 +14,7 @@ from mrirecon.io import read
 
 
 @pytest.mark.realdata
+@pytest.mark.filterwarnings("ignore::mrirecon.io.twix.PulseqSequenceMissing")  # 160052 has no .seq
 @pytest.mark.parametrize("name", ["twixtools-phantom/meas_MID00273_FID117236_gre_bodycoil.dat",
                                   "pulseq-mr-physics/2024-02-06-160052.dat"])
 def test_convert_round_trip(shared_raw, tmp_path, name):

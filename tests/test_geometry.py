@@ -70,6 +70,7 @@ def test_patient_position_does_not_change_lps():
 
 @pytest.mark.realdata
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::mrirecon.io.twix.PulseqSequenceMissing")  # Pulseq scans without a .seq
 def test_protocol_directions_match_mdh_quaternions_of_real_files(shared_raw):
     """Independent check: the scanner's own per-line quaternion gives the same frame in all 16 files."""
     files = sorted(shared_raw.glob("*/*.dat"))

@@ -90,6 +90,7 @@ def open_raw(
     format: str | None = None,
     dims: Sequence[str] | None = None,
     sha256: str | None = None,
+    sequence: str | os.PathLike | None = None,
 ) -> RawFile:
     """Open a raw k-space file for ``info()`` and (lazy) ``read(slices)``; use as a context manager.
 
@@ -98,6 +99,7 @@ def open_raw(
 
     ``format`` forces a reader ("ismrmrd"/"mrd", "fastmri", "twix"/"siemens", "cfl"/"bart", "npy"); ``dims`` names the
     axes of a ``.npy`` array (default ("coil", "ky", "kx") for 3-D, ("slice", "coil", "ky", "kx") for 4-D).
+    ``sequence``: the Pulseq ``.seq`` file of a Pulseq twix scan, which holds its k-space order and trajectory.
     """
     p = Path(path)
     if format is not None:
@@ -110,7 +112,14 @@ def open_raw(
         fmt = detect_format(p)
     if dims is not None and fmt != "npy":
         raise InputError(p, f"dims apply to .npy arrays only; this is a {fmt} file with its own layout")
-    raw = _READERS[fmt](p) if fmt != "npy" else NpyFile(p, dims)
+    if sequence is not None and fmt != "twix":
+        raise InputError(p, f"a Pulseq sequence ({Path(sequence).name}) applies to Siemens twix files only; this is a {fmt} file")
+    if fmt == "npy":
+        raw = NpyFile(p, dims)
+    elif fmt == "twix":
+        raw = TwixFile(p, sequence=sequence)
+    else:
+        raw = _READERS[fmt](p)
     raw._sha256 = sha256
     return raw
 
@@ -122,9 +131,10 @@ def read(
     dims: Sequence[str] | None = None,
     format: str | None = None,
     include_ignored: bool = False,
+    sequence: str | os.PathLike | None = None,
 ) -> KSpace:
     """Read k-space from a raw file (all slices, or only ``slices``); see ``open_raw``."""
-    with open_raw(path, format=format, dims=dims) as raw:
+    with open_raw(path, format=format, dims=dims, sequence=sequence) as raw:
         return raw.read(slices, include_ignored=include_ignored)
 
 

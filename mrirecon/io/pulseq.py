@@ -4,7 +4,9 @@ The twix header of a Pulseq scan holds only the interpreter's placeholder protoc
 counters just number the ADCs, so where each sample sits in k-space has to come from the sequence
 file. ``read_sequence`` runs pypulseq's ``calculate_kspace`` and keeps, per ADC, the sample positions
 in cycles per FOV. When every ADC is a line of constant ky (GRE, EPI: ``is_line_cartesian``),
-``to_cartesian`` places each on a Cartesian grid: its phase-encoding line from the mean ky, the
+``to_cartesian`` places each on a Cartesian grid: its phase-encoding line from the mean ky (the
+gradients, not the LIN labels, whose direction is each sequence's own choice; SLC/ECO labels with
+several values are refused, REP labels averaged), the
 readout either copied (uniform unit spacing, either direction) or regridded (ramp sampling:
 non-uniform kx) with ``mrirecon.epi.regrid_matrix``. Otherwise (radial, one continuous EPI
 readout) ``to_noncartesian`` keeps the samples with their trajectory for the NUFFT methods.
@@ -15,7 +17,7 @@ import contextlib
 import io
 import itertools
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from ..epi import regrid_matrix, regrid_readout
 from ..errors import InputError
 
 _UNIFORM_TOL = 1e-3  # cycles/FOV: readout positions this close to a unit-spaced grid are copied, not regridded
+_SEPARATE_LABELS = {"SLC": "slices", "ECO": "echoes"}  # labels whose values must not share one k-space grid
 
 
 @dataclass
@@ -31,7 +34,8 @@ class PulseqSequence:
     """What a reconstruction needs from a ``.seq`` file.
 
     ``kspace``: (n_samples_total, 2) kx, ky of every ADC sample in cycles per FOV, in acquisition order;
-    ``adc_samples``: samples per ADC; ``fov_m``: the sequence's FOV definition (x, y, z) in metres.
+    ``adc_samples``: samples per ADC; ``fov_m``: the sequence's FOV definition (x, y, z) in metres;
+    ``labels``: the value of each Pulseq label (LIN, SLC, ECO, REP, ...) at every ADC, where the sequence sets it.
     """
 
     path: Path
@@ -39,6 +43,7 @@ class PulseqSequence:
     fov_m: tuple[float, float, float]
     adc_samples: np.ndarray
     kspace: np.ndarray
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_adc(self) -> int:
@@ -58,6 +63,7 @@ def read_sequence(path: str | Path) -> PulseqSequence:
             warnings.simplefilter("ignore")  # "older Pulseq format" notes for 1.4 files
             seq.read(str(path))
             ktraj_adc = np.asarray(seq.calculate_kspace()[0])
+            labels = seq.evaluate_labels(evolution="adc")
     except Exception as exc:  # noqa: BLE001 -- pypulseq raises any error type on malformed files
         raise InputError(path, f"not a readable Pulseq sequence ({type(exc).__name__}: {exc})") from None
     samples = [seq.get_block(b).adc.num_samples for b in seq.block_events if seq.get_block(b).adc is not None]
@@ -67,7 +73,8 @@ def read_sequence(path: str | Path) -> PulseqSequence:
     fov_m = tuple(float(v) for v in (list(fov) + [0.0])[:3])
     kspace = ktraj_adc[:2].T * np.array(fov_m[:2])
     return PulseqSequence(path=path, name=str(seq.definitions.get("Name", "")), fov_m=fov_m,
-                          adc_samples=np.asarray(samples, dtype=np.int64), kspace=kspace)
+                          adc_samples=np.asarray(samples, dtype=np.int64), kspace=kspace,
+                          labels={k: np.asarray(v, dtype=np.int64) for k, v in labels.items() if len(v) == len(samples)})
 
 
 def split_adcs(samples: np.ndarray, seq: PulseqSequence, raw_path: Path) -> list[np.ndarray]:
@@ -103,7 +110,9 @@ class NonCartesianPulseq:
 
 
 def to_noncartesian(adcs: list[np.ndarray], seq: PulseqSequence, raw_path: Path) -> NonCartesianPulseq:
-    """Stack ADCs of one length as (coil, adc, sample) with their trajectory; ``InputError`` when lengths differ."""
+    """Stack ADCs of one length as (coil, adc, sample) with their trajectory; ``InputError`` when lengths differ
+    or SLC/ECO labels number several slices or echoes."""
+    _check_one_image(seq, raw_path)
     if np.unique(seq.adc_samples).size != 1:
         raise InputError(raw_path, f"sequence {seq.path.name} mixes ADC lengths {sorted(set(seq.adc_samples.tolist()))}; "
                                    "non-Cartesian data need one length")
@@ -123,14 +132,25 @@ class CartesianPulseq:
     regridded: bool
 
 
+def _check_one_image(seq: PulseqSequence, raw_path: Path) -> None:
+    """Refuse sequences whose labels number several slices or echoes: their ADCs would be mixed on one grid."""
+    for label, what in _SEPARATE_LABELS.items():
+        values = np.unique(seq.labels.get(label, [0]))
+        if values.size > 1:
+            raise InputError(raw_path, f"sequence {seq.path.name} labels {values.size} {what} ({label}); a Pulseq scan "
+                                       "is read as one 2D image, which would mix them")
+
+
 def to_cartesian(adcs: list[np.ndarray], seq: PulseqSequence, raw_path: Path) -> CartesianPulseq:
     """Place each ADC (coil, samples) of a 2D Cartesian-type scan (GRE, EPI) on the grid its k-space positions give.
 
-    ADCs that land on the same line are averaged. Raises ``InputError`` when the ADCs are not lines
-    of constant ky (see ``is_line_cartesian``).
+    ADCs that land on the same line (averages, repetitions) are averaged. Raises ``InputError`` when
+    the ADCs are not lines of constant ky (see ``is_line_cartesian``) or when SLC/ECO labels number
+    several slices or echoes.
     """
     if not is_line_cartesian(seq):
         raise InputError(raw_path, f"sequence {seq.path.name} is not line-by-line Cartesian: use to_noncartesian")
+    _check_one_image(seq, raw_path)
     per_adc = _per_adc(seq)
     ky = np.array([k[:, 1].mean() for k in per_adc])
     kx_all = seq.kspace[:, 0]

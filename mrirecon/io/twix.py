@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import io
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,13 @@ _COUNTERS = ("Lin", "Par", "Ave", "Seg") + tuple(c for c, _ in BATCH_COUNTERS)
 _NOT_IMAGING = ("ACQEND", "RTFEEDBACK", "HPFEEDBACK", "SYNCDATA", "REFPHASESTABSCAN", "PHASESTABSCAN",
                 "PHASCOR", "NOISEADJSCAN", "noname60")
 _PARTIAL_FOURIER = {1: "4/8", 2: "5/8", 4: "6/8", 8: "7/8", 16: "off"}
+NO_SEQUENCE_NOTE = ("Pulseq scan without its .seq file (give --seq FILE.seq): read as Cartesian lines in "
+                    "ADC order, which is wrong for non-Cartesian (radial, spiral) or reordered sequences; protocol "
+                    "values (TR, TE, matrix) are the interpreter's placeholders")
+
+
+class PulseqSequenceMissing(UserWarning):
+    """A Pulseq twix scan opened without its ``.seq``: its k-space order and trajectory are guessed."""
 
 
 def _flag_bit(name: str) -> int:
@@ -268,6 +276,8 @@ class TwixFile(RawFile):
         if sequence is None and self.is_pulseq and self.path.with_suffix(".seq").is_file():
             sequence = self.path.with_suffix(".seq")
         self.sequence: PulseqSequence | None = None if sequence is None else read_sequence(sequence)
+        if self.is_pulseq and self.sequence is None:
+            warnings.warn(f"{self.path.name}: {NO_SEQUENCE_NOTE}", PulseqSequenceMissing, stacklevel=2)
         self._pulseq_cache: CartesianPulseq | NonCartesianPulseq | None = None
 
     # --- opening ----------------------------------------------------------------------------------
@@ -402,8 +412,7 @@ class TwixFile(RawFile):
         if t.has("REFLECT")[img].any():
             counts["reflected_lines"] = int(t.has("REFLECT")[img].sum())
         if self.is_pulseq:
-            notes.append("Pulseq scan: protocol values (TR, TE, matrix) are the interpreter's placeholders; "
-                         "lines placed in ADC/counter order")
+            notes.append(f"WARNING: {NO_SEQUENCE_NOTE}")
         return _Plan(
             imaging=img, acs=acs, navigators=nav, batch_dims=batch_dims, batch_values=batch_values,
             n_coils=n_coils, n_kz=n_kz, n_ky=n_ky, n_kx=n_kx, n_samples=n_samples, recon_x=recon_x, kx_offset=kx_offset,
@@ -502,6 +511,9 @@ class TwixFile(RawFile):
         notes = [f"k-space positions from the Pulseq sequence {self.sequence.path.name}; twix line counters not used"]
         if isinstance(cart, NonCartesianPulseq):
             return [*notes, "non-Cartesian: samples kept with their trajectory (use a NUFFT method, e.g. gridding)"]
+        repetitions = np.unique(self.sequence.labels.get("REP", [0])).size
+        if repetitions > 1:
+            notes.append(f"{repetitions} repetitions (REP labels) averaged")
         if cart.regridded:
             notes.append("non-uniform (ramp-sampled) readouts regridded")
         if cart.reflected.any():
