@@ -52,6 +52,8 @@ class Orthanc:
     client_aet: str
     user: str
     password_file: Path
+    tls_dicomweb_url: str | None = None  # with PACS_TLS=1: https through stunnel, verified with ca_file
+    ca_file: Path | None = None
 
     @property
     def dimse_url(self) -> str:
@@ -91,14 +93,10 @@ class Orthanc:
         return (self.workdir / "orthanc.pid").exists()
 
 
-@pytest.fixture(scope="session")
-def orthanc(tmp_path_factory) -> Orthanc:
-    """One Orthanc for the session (started once, SIGKILLed at the end)."""
-    require_tool(str(ORTHANC_BIN))
-    require_tool("curl")
-    workdir = tmp_path_factory.mktemp("orthanc")
+def launch(workdir: Path, **settings: str) -> Orthanc:
+    """Start ``start_orthanc.sh workdir`` on free ports with extra ``PACS_*`` settings; fail with its log."""
     env = {**os.environ, "PACS_HTTP_PORT": str(free_port()), "PACS_DICOM_PORT": str(free_port()),
-           "PACS_AET": "TESTPACS", "PACS_CLIENT_AET": "MRRECONTEST", "PACS_USER": "mrirecon"}
+           "PACS_AET": "TESTPACS", "PACS_CLIENT_AET": "MRRECONTEST", "PACS_USER": "mrirecon", **settings}
     env.pop("PACS_PASSWORD", None)  # a random one, written to WORKDIR/password only
     proc = subprocess.run([str(SCRIPTS / "start_orthanc.sh"), str(workdir)], env=env, capture_output=True,
                           text=True, timeout=60, check=False)
@@ -106,17 +104,44 @@ def orthanc(tmp_path_factory) -> Orthanc:
         pytest.fail(f"Orthanc did not start:\n{proc.stderr}")
     exports = dict(line.removeprefix("export ").split("=", 1) for line in proc.stdout.splitlines()
                    if line.startswith("export "))
-    server = Orthanc(
+    return Orthanc(
         workdir=workdir, url=exports["PACS_URL"], dicomweb_url=exports["PACS_DICOMWEB_URL"],
         dicom_port=int(exports["PACS_DICOM_PORT"]), aet=exports["PACS_AET"],
         client_aet=exports["PACS_CLIENT_AET"], user=exports["PACS_USER"],
         password_file=Path(exports["PACS_PASSWORD_FILE"]),
+        tls_dicomweb_url=exports.get("PACS_TLS_DICOMWEB_URL"),
+        ca_file=Path(exports["PACS_CA_FILE"]) if "PACS_CA_FILE" in exports else None,
     )
+
+
+def shut_down(server: Orthanc) -> None:
+    """SIGKILL the server (and stunnel) and delete its folder."""
+    subprocess.run([str(SCRIPTS / "stop_orthanc.sh"), str(server.workdir)], timeout=30,
+                   env={**os.environ, "FAST": "1"}, check=False)
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory) -> Orthanc:
+    """One Orthanc for the session (started once, SIGKILLed at the end)."""
+    require_tool(str(ORTHANC_BIN))
+    require_tool("curl")
+    server = launch(tmp_path_factory.mktemp("orthanc"))
     try:
         yield server
     finally:
-        subprocess.run([str(SCRIPTS / "stop_orthanc.sh"), str(workdir)], timeout=30,
-                       env={**os.environ, "FAST": "1"}, check=False)
+        shut_down(server)
+
+
+@pytest.fixture(scope="session")
+def orthanc_tls(tmp_path_factory) -> Orthanc:
+    """A second Orthanc whose DICOMweb is also served over https (stunnel, self-signed localhost certificate)."""
+    for tool in (str(ORTHANC_BIN), "curl", "openssl", "stunnel4"):
+        require_tool(tool)
+    server = launch(tmp_path_factory.mktemp("orthanc-tls"), PACS_TLS="1", PACS_TLS_PORT=str(free_port()))
+    try:
+        yield server
+    finally:
+        shut_down(server)
 
 
 @pytest.fixture

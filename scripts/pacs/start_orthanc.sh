@@ -3,6 +3,9 @@
 # `export PACS_...=...` lines for eval. Settings from the environment (defaults in brackets):
 #   PACS_HTTP_PORT [8042]  PACS_DICOM_PORT [4242]  PACS_AET [ORTHANC]  PACS_CLIENT_AET [MRRECON]
 #   PACS_USER [ci]  PACS_PASSWORD [random]  ORTHANC [/usr/sbin/Orthanc]
+#   PACS_TLS=1: also serve DICOMweb over https on PACS_TLS_PORT [8443] through stunnel4 in front of the
+#   loopback HTTP port (Orthanc's own SslEnabled crashes on Debian 12), with a self-signed certificate
+#   for localhost/127.0.0.1 made by openssl; PACS_CA_FILE names it, PACS_TLS_DICOMWEB_URL the https root.
 # The password goes to WORKDIR/password (mode 600) and is never printed: PACS_PASSWORD_FILE names it.
 # Run again on the same WORKDIR to restart the same PACS (same config, same database).
 set -euo pipefail
@@ -35,6 +38,16 @@ if [ ! -f "$CONFIG" ]; then
 JSON
     )
     printf '%s\n' "$HTTP_PORT" "$DICOM_PORT" "$AET" "$CLIENT_AET" "$USER_NAME" > "$WORKDIR/settings"
+    if [ "${PACS_TLS:-0}" = 1 ]; then
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
+            -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+            -keyout "$WORKDIR/key.pem" -out "$WORKDIR/cert.pem" 2>"$WORKDIR/openssl.log"
+        chmod 600 "$WORKDIR/key.pem"
+        printf '%s\n' "foreground = yes" "pid =" "output = $WORKDIR/stunnel.log" "[dicomweb-tls]" \
+            "accept = 127.0.0.1:${PACS_TLS_PORT:-8443}" "connect = 127.0.0.1:$HTTP_PORT" \
+            "cert = $WORKDIR/cert.pem" "key = $WORKDIR/key.pem" > "$WORKDIR/stunnel.conf"
+        echo "${PACS_TLS_PORT:-8443}" > "$WORKDIR/tls_port"
+    fi
 fi
 { read -r HTTP_PORT; read -r DICOM_PORT; read -r AET; read -r CLIENT_AET; read -r USER_NAME; } < "$WORKDIR/settings"
 # TCP_NODELAY=1: DCMTK (Orthanc's DICOM stack) then answers each C-STORE without Nagle delays.
@@ -53,6 +66,27 @@ for _ in $(seq 300); do
 done
 if [ "${code:-}" != 401 ] && [ "${code:-}" != 200 ]; then
     echo "Orthanc did not answer on port $HTTP_PORT within 15 s" >&2; kill "$PID"; exit 1
+fi
+if [ -f "$WORKDIR/stunnel.conf" ]; then
+    TLS_PORT="$(cat "$WORKDIR/tls_port")"
+    stunnel4 "$WORKDIR/stunnel.conf" >"$WORKDIR/stunnel.stdout" 2>&1 &
+    echo $! > "$WORKDIR/stunnel.pid"
+    for _ in $(seq 300); do
+        if ! kill -0 "$(cat "$WORKDIR/stunnel.pid")" 2>/dev/null; then
+            echo "stunnel exited during start-up; its log:" >&2
+            cat "$WORKDIR/stunnel.log" "$WORKDIR/stunnel.stdout" >&2 2>/dev/null || true
+            kill "$PID"; exit 1
+        fi
+        code="$(curl -s -o /dev/null -w '%{http_code}' --cacert "$WORKDIR/cert.pem" \
+            "https://127.0.0.1:$TLS_PORT/system" || true)"
+        if [ "$code" = 401 ] || [ "$code" = 200 ]; then break; fi
+        sleep 0.05
+    done
+    if [ "$code" != 401 ] && [ "$code" != 200 ]; then
+        echo "stunnel did not answer on port $TLS_PORT within 15 s" >&2; kill "$PID" "$(cat "$WORKDIR/stunnel.pid")"; exit 1
+    fi
+    printf '%s\n' "export PACS_TLS_URL=https://127.0.0.1:$TLS_PORT" \
+        "export PACS_TLS_DICOMWEB_URL=https://127.0.0.1:$TLS_PORT/dicom-web" "export PACS_CA_FILE=$WORKDIR/cert.pem"
 fi
 cat <<OUT
 export PACS_WORKDIR=$WORKDIR
