@@ -122,7 +122,7 @@ def test_methods_are_listed_with_documented_parameters():
         assert "relative to the data" in params["lam"].doc and "max|A^H y|" in params["lam"].doc
         assert params["relative"].default is True and params["max_iter"].default == 100
         assert all(p.doc for p in params.values())
-    assert infos["l1wavelet"].params[0].default == 0.001 and infos["tv"].params[0].default == 0.002
+    assert infos["l1wavelet"].params[0].default == 3e-4 and infos["tv"].params[0].default == 0.002
     assert "Lustig" in infos["l1wavelet"].reference and "Chambolle" in infos["tv"].reference
 
 
@@ -130,8 +130,8 @@ def test_methods_are_listed_with_documented_parameters():
     "name,params,limit",
     [
         # measured: zero-filled 0.412, SENSE 0.108 (test_methods)
-        ("l1wavelet", {}, 0.125),  # measured 0.1210 (db4, 4 levels, lam 0.001)
-        ("l1wavelet", {"wave": "db1", "levels": 3}, 0.025),  # measured 0.0226: Haar fits piecewise constants
+        ("l1wavelet", {}, 0.085),  # measured 0.0809 (db4, 4 levels, lam 3e-4; 0.1210 with lam 1e-3)
+        ("l1wavelet", {"wave": "db1", "levels": 3, "lam": 1e-3}, 0.025),  # measured 0.0226: Haar fits piecewise constants
         ("tv", {}, 0.011),  # measured 0.0096 (anisotropic, lam 0.002): TV fits piecewise constants
         ("tv", {"isotropic": True}, 0.016),  # measured 0.0144
     ],
@@ -150,7 +150,7 @@ def test_relative_lam_follows_the_data_scale(phantom_r4, phantom_maps):
     big = type(ksp)(ksp.data * 1000, ksp.dims, ksp.header, ksp.mask)
     a, y = sense_model(ksp, "test", phantom_maps, "espirit", 24, 6, 0.02, 0.95)
     scale = float(np.abs(a.H(y)).max())
-    for name, lam in (("l1wavelet", 0.001), ("tv", 0.002)):
+    for name, lam in (("l1wavelet", 3e-4), ("tv", 0.002)):  # the defaults
         ref = recon(ksp, name, maps=phantom_maps, max_iter=10).data
         out = recon(big, name, maps=phantom_maps, max_iter=10).data
         assert np.abs(out / 1000 - ref).max() < 1e-5 * np.abs(ref).max()  # float32: measured 3.2e-6 (l1wavelet), 2.1e-7 (tv)
