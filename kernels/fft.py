@@ -1,6 +1,7 @@
 """Centred, orthonormal FFTs: scipy.fft (multi-threaded) on the CPU, cuFFT through CuPy on a GPU."""
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 
@@ -12,9 +13,49 @@ from .backend import get_array_module
 FFT_WORKERS = int(os.environ.get("MRIRECON_FFT_WORKERS", os.cpu_count() or 1))
 
 
-def _centred(x, axes: Sequence[int], inverse: bool):
+def fft_uncentred(x, axes: Sequence[int], inverse: bool = False):
+    """Orthonormal FFT over ``axes`` without centring, allowed to overwrite ``x`` (use the result).
+
+    For operators that fold the centring into stored arrays once (``linop.SenseNormal``): on the CPU
+    the transform runs in place in ``x``'s memory (scipy ``overwrite_x``), so a loop reuses one buffer.
+    """
     xp = get_array_module(x)
     axes = tuple(axes)
+    if xp is np:
+        fn = scipy.fft.ifftn if inverse else scipy.fft.fftn
+        return fn(x, axes=axes, norm="ortho", workers=FFT_WORKERS, overwrite_x=True)
+    fn = xp.fft.ifftn if inverse else xp.fft.fftn
+    return fn(x, axes=axes, norm="ortho")
+
+
+@functools.lru_cache(maxsize=32)
+def checkerboard(shape: tuple[int, ...], ndim: int) -> tuple[np.ndarray, np.ndarray]:
+    """±1 factors that replace the shifts of a centred FFT over the last ``ndim`` axes of even ``shape``.
+
+    For even N, ``fftshift(fft(ifftshift(x))) = (-1)**(N/2) c * fft(c * x)`` with ``c[n] = (-1)**n``
+    (the same for the inverse FFT), axis by axis. Returns ``(c, s * c)`` over those axes (float32,
+    broadcasting against ``(..., *shape[-ndim:])``), ``s`` the product of the per-axis signs.
+    """
+    spatial = shape[-ndim:]
+    c = np.ones((), dtype=np.float32)
+    sign = 1.0
+    for n in spatial:
+        c = np.multiply.outer(c, 1.0 - 2.0 * (np.arange(n) % 2)).astype(np.float32)
+        sign *= -1.0 if (n // 2) % 2 else 1.0
+    return c, (sign * c).astype(np.float32)
+
+
+def _centred(x, axes: Sequence[int], inverse: bool):
+    """Centred orthonormal FFT. CPU, even sizes over trailing axes: ±1 checkerboards, no shift copies."""
+    xp = get_array_module(x)
+    axes = tuple(axes)
+    ndim = len(axes)
+    trailing = ndim > 0 and sorted(a % x.ndim for a in axes) == list(range(x.ndim - ndim, x.ndim))
+    if xp is np and trailing and all(n % 2 == 0 for n in x.shape[-ndim:]):
+        before, after = checkerboard(tuple(x.shape[-ndim:]), ndim)
+        y = fft_uncentred(x * before, axes, inverse)  # the product is a fresh array: the FFT may overwrite it
+        y *= after
+        return y
     x = xp.fft.ifftshift(x, axes=axes)
     if xp is np:
         fn = scipy.fft.ifftn if inverse else scipy.fft.fftn

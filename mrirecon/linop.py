@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from .kernels.backend import get_array_module
 from .kernels.coil import sense_combine, sense_expand
-from .kernels.fft import fftc, ifftc
+from .kernels.fft import fft_uncentred, fftc, ifftc
 
 Shape = tuple[int, ...]
 
@@ -114,6 +114,24 @@ class _Compose(LinearOperator):
     def _adjoint(self, y):
         return self.b._adjoint(self.a._adjoint(y))
 
+    def _normal(self, x):
+        return self.b._adjoint(self.a._normal(self.b._apply(x)))  # (A B)^H A B = B^H (A^H A) B
+
+    @property
+    def N(self) -> LinearOperator:
+        """``A^H A``; for Cartesian SENSE ``Sampling @ FFT @ Sense`` the shift-free ``SenseNormal``."""
+        inner = self.a
+        if (
+            isinstance(self.b, Sense)
+            and isinstance(inner, _Compose)
+            and isinstance(inner.a, Sampling)
+            and isinstance(inner.b, FFT)
+            and inner.b.axes == tuple(range(-len(self.ishape), 0))
+            and tuple(inner.a.weights.shape) == self.ishape
+        ):
+            return SenseNormal(self.b.maps, inner.a.weights, centred=True)
+        return _Normal(self)
+
 
 class _Scale(LinearOperator):
     def __init__(self, op: LinearOperator, scalar: complex):
@@ -211,3 +229,52 @@ class Sense(LinearOperator):
 
     def _adjoint(self, y):
         return sense_combine(y, self.maps)
+
+
+class SenseNormal(LinearOperator):
+    """``A^H A + lam I`` of Cartesian SENSE ``A = M F S``, in uncentred image coordinates, one pass per step.
+
+    The centred FFT is ``F = P F0 P'`` with the shifts ``P = fftshift``, ``P' = ifftshift`` over the
+    spatial axes. As ``S`` and ``M`` are diagonal, ``P'^H A^H A P' = S'^H F0^H M' F0 S'`` with maps
+    ``S' = P' S`` and mask ``M' = P^H M`` shifted once here; so this operator acts on ``u = P' x``
+    (``uncentre``) with no shift per call, and ``centre`` maps a solution back. Exact for every size.
+    ``centred=True`` takes and returns centred images (two image-sized shifts per call, none on coil
+    arrays): what ``(Sampling @ FFT @ Sense).N`` returns.
+    Each call: fused expand into a reused coil buffer, FFT in place, mask in place, inverse FFT in
+    place, fused combine; the only other pass is ``+ lam u`` on the image.
+    """
+
+    def __init__(self, maps, mask, lam: float = 0.0, centred: bool = False):
+        xp = get_array_module(maps)
+        self.centred = centred
+        self.axes = tuple(range(1, maps.ndim))
+        super().__init__(maps.shape[1:], maps.shape[1:], "SenseNormal")
+        self.maps = xp.ascontiguousarray(xp.fft.ifftshift(xp.asarray(maps, dtype=xp.complex64), axes=self.axes))
+        self.mask = xp.fft.ifftshift(xp.asarray(mask).astype(xp.float32), axes=tuple(range(mask.ndim)))
+        self.lam = float(lam)
+        self._coils = xp.empty(self.maps.shape, dtype=xp.complex64)
+
+    def uncentre(self, x):
+        """Image -> the coordinates this operator acts on (``ifftshift`` over the spatial axes)."""
+        return get_array_module(x).fft.ifftshift(x, axes=tuple(range(x.ndim)))
+
+    def centre(self, u):
+        """Inverse of ``uncentre``."""
+        return get_array_module(u).fft.fftshift(u, axes=tuple(range(u.ndim)))
+
+    def _apply(self, u):
+        if self.centred:
+            return self.centre(self._uncentred(self.uncentre(u)))
+        return self._uncentred(u)
+
+    def _uncentred(self, u):
+        axes = tuple(range(-len(self.ishape), 0))
+        coils = fft_uncentred(sense_expand(u, self.maps, out=self._coils), axes)
+        coils *= self.mask
+        coils = fft_uncentred(coils, axes, inverse=True)
+        out = sense_combine(coils, self.maps)
+        if self.lam:
+            out += self.lam * u
+        return out
+
+    _adjoint = _apply

@@ -54,9 +54,10 @@ def conjugate_gradient(
         ap = normal_op(p)
         alpha = rr / _dot(p, ap).real
         x += alpha * p
-        r -= alpha * ap
+        r -= alpha * ap  # not in place in ap: an operator may return its input (e.g. the FFT's normal)
         rr_new = _dot(r, r).real
-        p = r + (rr_new / rr) * p
+        p *= rr_new / rr  # p <- r + beta p without a new array
+        p += r
         rr = rr_new
         if callback is not None:
             callback(k, x, float(np.sqrt(rr / rhs_norm2)))

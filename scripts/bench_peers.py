@@ -20,10 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from bench_problems import ESPIRIT, ITERS, LAM
+from bench_problems import CS_ITERS, CS_LAM, ESPIRIT, ITERS, LAM
 from bench_timing import Runner, single_stage, timed
 
+from mrirecon.kernels.coil import WAIT_POLICY_DEFAULTED
+
 BART_SLICE_DIM = 13  # BART's SLICE_DIM: a batch dim that pics neither transforms nor couples
+# regularisation options of ``bart pics`` by kind: l1-wavelet (FISTA, BART's Daubechies wavelet with
+# random cycle spinning) and anisotropic TV over dims 0 and 1 (flags 3, no joint threshold; ADMM)
+BART_REGULARISERS = {"l1wavelet": ("-l1", "-r", CS_LAM), "tv": ("-R", f"T:3:0:{CS_LAM}")}
 
 
 def sigpy_module() -> Any | None:
@@ -48,7 +53,7 @@ def sigpy_device(use_gpu: bool) -> Any | None:
 
 
 class SigPy:
-    """Runners for SigPy's EspiritCalib, SenseRecon and an inverse FFT + RSS, on one device."""
+    """Runners for SigPy's EspiritCalib, SenseRecon, L1WaveletRecon, TotalVariationRecon and inverse FFT + RSS."""
 
     def __init__(self, device: Any):
         import sigpy as sp
@@ -92,6 +97,20 @@ class SigPy:
         """CG-SENSE image (ny, nx) with the given maps and sampling weights."""
         weights = mask.astype(np.float32)
         return single_stage(lambda: self._host(self._sense(ksp, maps, weights)), self.xp)
+
+    def regularised(self, ksp: np.ndarray, maps: np.ndarray, mask: np.ndarray, kind: str) -> Runner:
+        """``L1WaveletRecon`` (kind "l1wavelet", db4) or ``TotalVariationRecon`` ("tv"), CS_LAM, CS_ITERS."""
+        app = {"l1wavelet": self.app.L1WaveletRecon, "tv": self.app.TotalVariationRecon}[kind]
+        weights = mask.astype(np.float32)
+
+        def work() -> np.ndarray:
+            y = self.sp.to_device(ksp, self.device)
+            w = self.sp.to_device(weights, self.device)
+            return self._host(
+                app(y, maps, CS_LAM, weights=w, max_iter=CS_ITERS, device=self.device, show_pbar=False).run()
+            )
+
+        return single_stage(work, self.xp)
 
     def zerofill(self, ksp: np.ndarray) -> Runner:
         """Root-sum-of-squares of the inverse FFT of the zero-filled k-space."""
@@ -149,6 +168,8 @@ class Bart:
         root = "/dev/shm" if os.path.isdir("/dev/shm") else None
         self.dir = Path(tempfile.mkdtemp(prefix="mrirecon-bench-", dir=root))
         self.env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        if WAIT_POLICY_DEFAULTED:  # mrirecon's own OpenMP default, not the user's: BART keeps its default
+            self.env.pop("OMP_WAIT_POLICY", None)
 
     def close(self) -> None:
         """Remove the scratch folder and its .cfl files."""
@@ -180,6 +201,18 @@ class Bart:
     def _pics(self, ksp: str, maps: str, pattern: str, out: str) -> float:
         """CG with l2 regularisation: (A^H A + lambda I) x = A^H y, no data scaling (-w 1)."""
         return self.call("pics", "-l2", "-r", LAM, "-i", ITERS, "-w", 1, "-p", pattern, ksp, maps, out)
+
+    def regularised(self, ksp: np.ndarray, maps: np.ndarray, mask: np.ndarray, kind: str) -> Runner:
+        """``bart pics`` with l1-wavelet or TV (``BART_REGULARISERS``), CS_ITERS iterations, no data scaling."""
+        k = self.put("cs_ksp", _to_bart(ksp[:, None], 4))
+        m = self.put("cs_maps", _to_bart(maps[:, None], 4))
+        p = self.put("cs_pat", _to_bart(mask.astype(np.complex64), 3))
+
+        def run() -> tuple[np.ndarray, dict[str, float]]:
+            t = self.call("pics", *BART_REGULARISERS[kind], "-i", CS_ITERS, "-w", 1, "-p", p, k, m, "cs_out")
+            return _from_bart(self.get("cs_out")), {"all": t}
+
+        return run
 
     def espirit(self, ksp: np.ndarray) -> Runner:
         """``bart ecalib`` with one map; its -t compares sigma_i/sigma_0 with sqrt(t), so t = thresh^2."""

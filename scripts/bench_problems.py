@@ -20,6 +20,8 @@ ACCEL = 4.0
 CALIB = 24  # edge of the fully sampled k-space centre
 LAM = 0.01  # l2 weight: min 1/2 ||PFSx - y||^2 + lam/2 ||x||^2, i.e. (A^H A + lam I) x = A^H y
 ITERS = 30  # CG iterations of CG-SENSE
+CS_LAM = 0.005  # absolute l1 weight of L1-wavelet and TV: min 1/2 ||PFSx - y||^2 + lam ||Rx||_1
+CS_ITERS = 100  # iterations of L1-wavelet (FISTA) and TV (PDHG; BART: ADMM)
 # ESPIRiT, in the keywords of mrirecon.coils.espirit_maps (max_iter: eigenvector power iterations)
 ESPIRIT = {"calib": CALIB, "kernel": 6, "thresh": 0.02, "crop": 0.95, "max_iter": 30}
 

@@ -5,7 +5,7 @@ For every task it prints the median time over ``--repeats`` runs (after one unti
 ratio to the fastest peer, the NRMSE against the ground truth (same metric for every tool) and the
 floor: the FFTs and array passes the algorithm cannot avoid, measured on this machine in this run.
 
-    .venv/bin/python scripts/benchmark.py                      # P1 and P2, CPU, all peers found
+    .venv/bin/python scripts/benchmark.py                      # P1, P2 and P3, CPU, all peers found
     .venv/bin/python scripts/benchmark.py --problems P1 --repeats 5 --json results.json
     .venv/bin/python scripts/benchmark.py --quick --device cuda  # on a GPU: SigPy on CuPy too
 
@@ -34,8 +34,21 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_nufft  # noqa: E402
 from bench_peers import Bart, SigPy, bart_executable, sigpy_device, sigpy_module  # noqa: E402
-from bench_problems import ESPIRIT, ITERS, LAM, Problem2D, Problem3D, make_p1, make_p2, maps_nrmse, nrmse  # noqa: E402
+from bench_problems import (  # noqa: E402
+    CS_ITERS,
+    CS_LAM,
+    ESPIRIT,
+    ITERS,
+    LAM,
+    Problem2D,
+    Problem3D,
+    make_p1,
+    make_p2,
+    maps_nrmse,
+    nrmse,
+)
 from bench_timing import (  # noqa: E402
     Runner,
     readout_fft_floor,
@@ -46,12 +59,13 @@ from bench_timing import (  # noqa: E402
     transfer_floor,
     zerofill_floor,
 )
+from mrirecon.kernels.backend import gpu_available, to_device, to_numpy  # noqa: E402
+from mrirecon.kernels.fft import ifftc  # noqa: E402
 
 import mrirecon  # noqa: E402
 from mrirecon import KSpace, KSpaceHeader  # noqa: E402
 from mrirecon.coils import espirit_maps  # noqa: E402
-from mrirecon.kernels.backend import gpu_available, to_device, to_numpy  # noqa: E402
-from mrirecon.kernels.fft import ifftc  # noqa: E402
+from mrirecon.sim import radial  # noqa: E402
 
 QUICK_SLICES = 16
 MRIRECON = "mrirecon"
@@ -165,7 +179,7 @@ def _peers(args: argparse.Namespace, bart: Bart | None) -> dict[str, Any]:
 
 
 def p1_tasks(p: Problem2D, args: argparse.Namespace, peers: dict[str, Any], xp: ModuleType) -> list[Task]:
-    """P1: ESPIRiT calibration, CG-SENSE 30 iterations with the true maps, zero-filled + RSS."""
+    """P1: ESPIRiT; CG-SENSE 30 it; L1-wavelet and TV 100 it (true maps, absolute lambda); zero-filled + RSS."""
     ksp = p.kspace.data
     n_coils, *shape = ksp.shape
     repeats = max(args.repeats, 5)
@@ -185,11 +199,20 @@ def p1_tasks(p: Problem2D, args: argparse.Namespace, peers: dict[str, Any], xp: 
     zerofill.runners[MRIRECON] = lambda: single_stage(
         lambda: to_numpy(mrirecon.recon(p.kspace, "zerofill", device=args.device).data), xp
     )
+    regularised = {}
+    for kind, label in (("l1wavelet", "L1-wavelet"), ("tv", "TV")):
+        task = Task("P1", f"{label} {CS_ITERS} it, lam {CS_LAM:g}", lambda x: nrmse(x, p.truth), None,
+                    note="true coil maps, absolute lambda (mrirecon relative=False, BART -w 1); no floor defined")
+        task.runners[MRIRECON] = lambda kind=kind: single_stage(lambda: to_numpy(mrirecon.recon(
+            p.kspace, kind, device=args.device, lam=CS_LAM, relative=False, max_iter=CS_ITERS, maps=p.maps).data), xp)
+        regularised[kind] = task
     for name, peer in peers.items():
         espirit.runners[name] = lambda peer=peer: peer.espirit(ksp)
         sense.runners[name] = lambda peer=peer: peer.sense(ksp, p.maps, p.mask)
         zerofill.runners[name] = lambda peer=peer: peer.zerofill(ksp)
-    return [espirit, sense, zerofill]
+        for kind, task in regularised.items():
+            task.runners[name] = lambda peer=peer, kind=kind: peer.regularised(ksp, p.maps, p.mask, kind)
+    return [espirit, sense, *regularised.values(), zerofill]
 
 
 def p2_task(p: Problem3D, args: argparse.Namespace, peers: dict[str, Any], xp: ModuleType) -> Task:
@@ -222,6 +245,26 @@ def p2_task(p: Problem3D, args: argparse.Namespace, peers: dict[str, Any], xp: M
     for name, peer in peers.items():
         task.runners[name] = lambda peer=peer: peer.sense_slices(p.kspace, maps_by_slice, p.mask, slices)
     return task
+
+
+def p3_rows(args: argparse.Namespace) -> list[Row]:
+    """P3 (golden-angle radial 402 x 256, 8 coils, 256^2) through ``scripts/bench_nufft.py``'s own runs.
+
+    NUFFT forward/adjoint: mrirecon and SigPy, scored by the relative error against mrirecon's
+    high-accuracy NUFFT (in the NRMSE column); CG-SENSE 30 it: mrirecon, SigPy, BART, NRMSE of |x|.
+    bench_nufft times with one warm-up and the median of ``--repeats``; it has no floor.
+    """
+    options = argparse.Namespace(device=args.device, repeats=args.repeats, threads=args.threads,
+                                 no_bart=args.no_peers)
+    found: list[dict[str, Any]] = []  # bench_nufft runs SigPy whenever it is installed, even with --no-peers
+    bench_nufft.bench_nufft("NUFFT 402x256 256^2", radial(402, 256, matrix=256), (256, 256), [8], options, found)
+    bench_nufft.bench_sense(options, found)
+    rows = []
+    for r in found:
+        tool = {"sigpy-cpu": "sigpy", "sigpy-cuda": "sigpy-cupy", "bart-cpu": "bart"}.get(r["tool"], r["tool"])
+        note = "NRMSE column: relative error vs high-accuracy NUFFT" if "rel_err" in r else r.get("note", "")
+        rows.append(Row("P3", r["task"], tool, median_s=r["seconds"], nrmse=r.get("rel_err", r.get("nrmse")), note=note))
+    return rows
 
 
 # -- measuring -----------------------------------------------------------------------------------
@@ -330,7 +373,7 @@ def write_json(path: Path, env: dict[str, Any], skipped: list[str], rows: list[R
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--problems", default="P1,P2", help="comma-separated subset of P1,P2 (default both)")
+    parser.add_argument("--problems", default="P1,P2,P3", help="comma-separated subset of P1,P2,P3 (default all)")
     parser.add_argument("--quick", action="store_true", help=f"P2 on {QUICK_SLICES} central slices, extrapolated")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where mrirecon (and SigPy-CuPy) run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per tool and task (median reported)")
@@ -340,9 +383,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-peers", action="store_true", help="time mrirecon alone")
     args = parser.parse_args(argv)
     args.problems = [p.strip().upper() for p in args.problems.split(",") if p.strip()]
-    unknown = set(args.problems) - {"P1", "P2"}
+    unknown = set(args.problems) - {"P1", "P2", "P3"}
     if unknown or not args.problems:
-        parser.error(f"--problems takes P1 and/or P2, got {sorted(unknown) or 'nothing'}")
+        parser.error(f"--problems takes P1, P2 and/or P3, got {sorted(unknown) or 'nothing'}")
     if args.repeats < 1 or args.warmup < 0:
         parser.error("--repeats must be at least 1 and --warmup at least 0")
     if args.device == "cuda" and not gpu_available():
@@ -375,6 +418,11 @@ def main(argv: list[str] | None = None) -> int:
         peers = _peers(args, bart)
         tools = [MRIRECON, *peers]
         for name in args.problems:
+            if name == "P3":
+                rows += p3_rows(args)
+                if args.json:
+                    write_json(args.json, env, skipped, rows)
+                continue
             if name == "P1":
                 p1 = make_p1()
                 header = checksum_header(p1.kspace.header, p1.kspace.data, "benchmark-P1")

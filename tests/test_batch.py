@@ -100,7 +100,7 @@ def test_memory_estimate_bounds_the_measured_peak(method, matrix, coils):
     tracemalloc.stop()
     shape = planner.TaskShape(coils=coils, spatial=(matrix, matrix))
     workspace = planner.estimate_bytes(method, shape, n_tasks=0, params=params)  # the method's share alone
-    # measured estimate/peak: zerofill 1.17; sense 1.27 (48x48, 6 coils), 1.20 (64x64, 8 coils)
+    # measured estimate/peak: zerofill 1.17; sense 1.27 (48x48, 6 coils), 1.25 (64x64, 8 coils)
     assert peak <= workspace <= 1.4 * peak
 
 
