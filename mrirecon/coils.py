@@ -352,6 +352,28 @@ def inati_maps(images: Any, window: int = 7, thresh: float = 1e-3, n_iter: int =
 MAP_METHODS = ("espirit", "walsh", "inati")
 
 
+def espirit_options(method: str, kernel: int, thresh: float, crop: float) -> dict[str, Any]:
+    """The ESPIRiT-only options when ``method`` is ESPIRiT, else none (Walsh/Inati keep their defaults)."""
+    return {"kernel": kernel, "thresh": thresh, "crop": crop} if method == "espirit" else {}
+
+
+def task_maps(
+    ksp: KSpace, maps: Any, owner: str, method: str, *, calib: int, kernel: int, thresh: float, crop: float
+) -> Any:
+    """Coil maps of one Cartesian task: ``maps`` as given, or estimated by ``method`` when None.
+
+    Returned as complex64 on the data's device; ``InputError`` (naming ``owner``) when their shape
+    differs from the k-space's (coil, *spatial).
+    """
+    xp = get_array_module(ksp.data)
+    if maps is None:
+        maps = coil_maps(ksp, method, calib=calib, **espirit_options(method, kernel, thresh, crop))
+    maps = xp.asarray(maps, dtype=xp.complex64)
+    if tuple(maps.shape) != tuple(ksp.data.shape):
+        raise InputError(None, f"{owner}: coil maps have shape {tuple(maps.shape)}, k-space has {tuple(ksp.data.shape)}")
+    return maps
+
+
 def coil_maps(ksp: KSpace, method: str = "espirit", *, calib: int = 24, **options: Any) -> Any:
     """Coil maps (coil, *spatial) of one task (dims ``("coil", *spatial)``) by ``method``.
 

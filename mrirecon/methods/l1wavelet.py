@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..coils import coil_maps as coil_maps_of
-from ..coils import sampled_mask
+from ..coils import espirit_options, sampled_mask, task_maps
 from ..data import KSpace
 from ..errors import InputError
 from ..kernels.backend import get_array_module
@@ -36,16 +35,10 @@ def sense_model(
     Shared by the compressed-sensing methods.
     """
     if ksp.trajectory is not None:
-        options = {"kernel": kernel, "thresh": thresh, "crop": crop} if coil_maps == "espirit" else {}
+        options = espirit_options(coil_maps, kernel, thresh, crop)
         return sense_nufft_model(ksp, maps, coil_maps, calib=calib, **options), ksp.data
-    xp = get_array_module(ksp.data)
     y = ksp.data
-    if maps is None:
-        options = dict(kernel=kernel, thresh=thresh, crop=crop) if coil_maps == "espirit" else {}
-        maps = coil_maps_of(ksp, coil_maps, calib=calib, **options)
-    maps = xp.asarray(maps, dtype=xp.complex64)
-    if tuple(maps.shape) != tuple(y.shape):
-        raise InputError(None, f"{method}: coil maps have shape {tuple(maps.shape)}, k-space has {tuple(y.shape)}")
+    maps = task_maps(ksp, maps, method, coil_maps, calib=calib, kernel=kernel, thresh=thresh, crop=crop)
     a = Sampling(y.shape, sampled_mask(y, ksp.mask)) @ FFT(y.shape, ndim=len(ksp.spatial_dims)) @ Sense(maps)
     return a, y
 

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..coils import coil_maps as coil_maps_of
-from ..coils import sampled_mask
+from ..coils import sampled_mask, task_maps
 from ..data import KSpace
-from ..errors import InputError
 from ..kernels.backend import get_array_module
 from ..linop import FFT, Sampling, Sense, SenseNormal
 from ..solvers import conjugate_gradient
@@ -50,12 +48,7 @@ def sense(
     require_cartesian(ksp, "sense")
     xp = get_array_module(ksp.data)
     y = ksp.data
-    if maps is None:
-        options = {"kernel": kernel, "thresh": thresh, "crop": crop} if coil_maps == "espirit" else {}
-        maps = coil_maps_of(ksp, coil_maps, calib=calib, **options)
-    maps = xp.asarray(maps, dtype=xp.complex64)
-    if tuple(maps.shape) != tuple(y.shape):
-        raise InputError(None, f"coil maps have shape {tuple(maps.shape)}, k-space has {tuple(y.shape)}")
+    maps = task_maps(ksp, maps, "sense", coil_maps, calib=calib, kernel=kernel, thresh=thresh, crop=crop)
     mask = sampled_mask(y, ksp.mask)
     a = Sampling(y.shape, mask) @ FFT(y.shape, ndim=len(ksp.spatial_dims)) @ Sense(maps)
     lam_abs = lam * float(xp.max(xp.sum(maps.real**2 + maps.imag**2, axis=0)))
