@@ -445,3 +445,22 @@ def test_simulate_on_gpu_matches_cpu():
     # estimate (|k| <= ~10 here), not yet measured on a GPU.
     np.testing.assert_allclose(cupy.asnumpy(gpu.data), cpu.data, atol=1e-5)
     np.testing.assert_array_equal(cupy.asnumpy(gpu.noise), cpu.noise)
+
+
+def test_template_ships_in_the_wheel_beside_mni_module():
+    """pyproject installs ``sample_data/mni152`` as package ``mrirecon.sim.mni152``: the folder that a
+    wheel install looks in first (checked by hand with ``pip wheel .``: the wheel holds the .npz)."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    from mrirecon.sim import mni
+
+    root = Path(__file__).resolve().parents[1]
+    setuptools_cfg = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "mrirecon.sim.mni152" in setuptools_cfg["packages"]
+    source = root / setuptools_cfg["package-dir"]["mrirecon.sim.mni152"]
+    assert (source / mni.SAMPLE_FILE).is_file() and (source / "LICENSE.md").is_file()
+    shipped = setuptools_cfg["package-data"]["mrirecon.sim.mni152"]
+    assert all(any(fnmatch.fnmatch(name, p) for p in shipped) for name in (mni.SAMPLE_FILE, "LICENSE.md"))
+    assert mni._PACKAGE_DIR == Path(mni.__file__).resolve().parent / "mni152"

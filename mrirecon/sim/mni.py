@@ -29,7 +29,10 @@ TEMPLATE_FILES = {
     "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
     "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
 }
-SHIPPED_DIR = Path(__file__).resolve().parents[2] / "sample_data" / "mni152"
+# The reduced template ships in the wheel as package data beside this module (pyproject maps
+# ``mrirecon.sim.mni152`` to ``sample_data/mni152``); a source checkout or editable install reads it there.
+_PACKAGE_DIR = Path(__file__).resolve().parent / "mni152"
+SHIPPED_DIR = _PACKAGE_DIR if _PACKAGE_DIR.is_dir() else Path(__file__).resolve().parents[2] / "sample_data" / "mni152"
 
 # Relative signal of (grey matter, white matter, CSF) per contrast; the orderings follow the
 # textbook appearance at 1.5-3 T (T1w: WM > GM > CSF; T2w: CSF > GM > WM; PD: CSF > GM > WM).
