@@ -52,6 +52,19 @@ def phantom_r4():
     return image, maps, ksp
 
 
+@pytest.fixture(scope="session")
+def phantom_3d_r3():
+    """16x32x32 Shepp-Logan, 8 birdcage coils, Poisson disc R=3 with a 12x12 centre over (kz, ky), full
+    kx, noise sigma 1e-3. Returns (image, maps, ksp)."""
+    from mrirecon import sim
+
+    shape = (16, 32, 32)
+    image = sim.shepp_logan(shape)
+    maps = sim.birdcage_maps(8, shape)
+    mask = sim.poisson_disc_mask(shape[:2], 3, (12, 12), seed=0)[:, :, None]
+    return image, maps, sim.simulate(image, maps, mask, noise_sigma=1e-3, seed=2)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mrirecon import methods, sim
+from mrirecon import methods
 from mrirecon.coils import espirit_maps
 from mrirecon.errors import InputError
 from mrirecon.finite_difference import FiniteDifference
@@ -158,14 +158,10 @@ def test_relative_lam_follows_the_data_scale(phantom_r4, phantom_maps):
         np.testing.assert_array_equal(absolute, ref)  # the same lam_abs: identical arithmetic
 
 
-def test_tv_3d():
-    shape = (16, 32, 32)
-    image = sim.shepp_logan(shape)
-    maps = sim.birdcage_maps(8, shape)
-    mask = sim.poisson_disc_mask(shape[:2], 3, (12, 12), seed=0)[:, :, None]  # (kz, ky), full kx
-    ksp = sim.simulate(image, maps, mask, noise_sigma=1e-3, seed=2)
+def test_tv_3d(phantom_3d_r3):
+    image, maps, ksp = phantom_3d_r3
     out = recon(ksp, "tv", maps=maps, max_iter=60)
-    assert out.dims == ("z", "y", "x") and out.data.shape == shape
+    assert out.dims == ("z", "y", "x") and out.data.shape == image.shape
     # measured: TV 0.0746, l1wavelet 0.311 (db4 has one level on 16 slices), zero-filled 0.551
     assert _nrmse(out.data, image) < 0.08
     assert _nrmse(recon(ksp, "l1wavelet", maps=maps, max_iter=60).data, image) < 0.32

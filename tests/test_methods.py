@@ -107,14 +107,10 @@ def test_sense_uses_separate_calibration_scan():
     assert _nrmse(recon(ksp, "zerofill").data, image) > 0.58
 
 
-def test_sense_3d():
-    shape = (16, 32, 32)
-    image = sim.shepp_logan(shape)
-    maps = sim.birdcage_maps(8, shape)
-    mask = sim.poisson_disc_mask(shape[:2], 3, (12, 12), seed=0)[:, :, None]  # (kz, ky), full kx
-    ksp = sim.simulate(image, maps, mask, noise_sigma=1e-3, seed=2)
+def test_sense_3d(phantom_3d_r3):
+    image, _, ksp = phantom_3d_r3
     out = recon(ksp, "sense", calib=12, kernel=3)
-    assert out.dims == ("z", "y", "x") and out.data.shape == shape
+    assert out.dims == ("z", "y", "x") and out.data.shape == image.shape
     # measured: SENSE 0.377, zero-filled 0.551 (R=3 over a small 16x32 phase-encode plane; a 3^3
     # ESPIRiT kernel keeps the test fast)
     assert _nrmse(out.data, image) < 0.39
