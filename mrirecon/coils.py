@@ -187,11 +187,13 @@ def coil_covariance(x: Any, coil_axis: int = 0) -> np.ndarray:
     """``sum_n x_n x_n^H / n`` over every sample of ``x`` (all axes but ``coil_axis``): (coil, coil)
     complex128 on the host (accumulated in complex64 so that large data need no double-size copy).
     The noise covariance for noise-only samples, the coil Gram matrix that SVD coil compression
-    decomposes, otherwise.
+    decomposes, otherwise. Returned exactly Hermitian: a complex64 product rounds its (i, j) and
+    (j, i) entries apart by ~1e-7 relative, more than ``whitening_matrix`` accepts.
     """
     xp = get_array_module(x)
     flat = xp.moveaxis(x, coil_axis, 0).reshape(x.shape[coil_axis], -1).astype(xp.complex64)
-    return to_numpy(flat @ flat.conj().T).astype(np.complex128) / max(flat.shape[1], 1)
+    gram = to_numpy(flat @ flat.conj().T).astype(np.complex128) / max(flat.shape[1], 1)
+    return (gram + gram.conj().T) / 2
 
 
 def apply_coil_matrix(x: Any, matrix: Any, coil_axis: int = 0) -> Any:
