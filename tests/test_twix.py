@@ -354,9 +354,9 @@ def test_pulseq_labels_sequence_gives_the_same_image_as_adc_order(shared_raw):
     assert _corr(a, b) > 0.99
 
 
-def test_pulseq_labels_of_several_slices_or_echoes_are_refused(tmp_path):
-    """Four 4-sample lines ky = -2..1; SLC (or ECO) labels 0,0,1,1 would put two slices on one grid: refused,
-    naming the raw file and the sequence. REP labels (repetitions) are averaged like repeated lines."""
+def test_pulseq_labelled_images_with_different_lines_are_refused(tmp_path):
+    """SLC (or ECO) labels 0,0,1,1 on lines ky = -2..1 make two images with different lines, which one mask
+    or trajectory cannot describe: refused, naming the raw file and the sequence. REP labels (repetitions) are averaged like repeated lines."""
     from mrirecon.io.pulseq import PulseqSequence, to_cartesian, to_noncartesian
 
     kx = np.arange(4) - 2.0 + 0.5

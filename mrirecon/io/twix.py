@@ -41,8 +41,11 @@ from .pulseq import (
     CartesianPulseq,
     NonCartesianPulseq,
     PulseqSequence,
+    cut_continuous_epi,
     is_line_cartesian,
+    label_batch,
     read_sequence,
+    slice_offsets,
     split_adcs,
     to_cartesian,
     to_noncartesian,
@@ -494,29 +497,46 @@ class TwixFile(RawFile):
             t = self._table
             rows = self._plan().imaging
             samples = np.concatenate([np.atleast_2d(t.mdbs[r].data) for r in rows], axis=-1).astype(np.complex64)
-            adcs = split_adcs(samples, self.sequence, self.path)
-            if not is_line_cartesian(self.sequence):
-                self._pulseq_cache = to_noncartesian(adcs, self.sequence, self.path)
-                return self._pulseq_cache
-            cart = to_cartesian(adcs, self.sequence, self.path)
-            acquired = cart.line_mask
-            if self.ghost_correction and cart.reflected[acquired].any() and (~cart.reflected[acquired]).any():
-                a, b = centre_line_phase(cart.kspace, cart.reflected)
-                lines = correct_ghost(np.moveaxis(cart.kspace, 1, 0), cart.reflected, a, b)
-                cart.kspace = np.ascontiguousarray(np.moveaxis(lines, 0, 1))
+            seq = self.sequence
+            adcs = split_adcs(samples, seq, self.path)
+            if not is_line_cartesian(seq):
+                cut = cut_continuous_epi(adcs, seq)  # one continuous EPI readout: its lines, then as any EPI
+                if cut is None:
+                    self._pulseq_cache = to_noncartesian(adcs, seq, self.path)
+                    return self._pulseq_cache
+                adcs, seq = cut
+            cart = to_cartesian(adcs, seq, self.path)
+            if self.ghost_correction:  # per slice/echo image: each has its own phase-encoding centre lines
+                images = np.ascontiguousarray(cart.kspace).reshape(-1, *cart.kspace.shape[-3:])  # a view, edited
+                reflected = cart.reflected.reshape(-1, cart.reflected.shape[-1])
+                for image, lines, mixed in zip(images, reflected, cart.mixed_polarity.ravel()):
+                    if mixed:
+                        a, b = centre_line_phase(image, lines)
+                        image[:] = np.moveaxis(correct_ghost(np.moveaxis(image, 1, 0), lines, a, b), 0, 1)
+                cart.kspace = images.reshape(cart.kspace.shape)
             self._pulseq_cache = cart
         return self._pulseq_cache
 
     def _pulseq_notes(self, cart: CartesianPulseq | NonCartesianPulseq) -> list[str]:
         notes = [f"k-space positions from the Pulseq sequence {self.sequence.path.name}; twix line counters not used"]
+        batch = label_batch(self.sequence)
+        notes += [f"{images} as separate images" for images in batch.describe(values=True)]
+        if "slice" in batch.dims:
+            notes.append("slice positions: protocol slice centre + the sequence's RF-frequency slice offsets (logical "
+                         "x, y, z taken as read, phase, slice)" if self._pulseq_slice_offsets() is not None else
+                         "slice positions unknown (no slice-selective RF frequency offsets): slices numbered at one "
+                         "position")
         if isinstance(cart, NonCartesianPulseq):
             return [*notes, "non-Cartesian: samples kept with their trajectory (use a NUFFT method, e.g. gridding)"]
         repetitions = np.unique(self.sequence.labels.get("REP", [0])).size
         if repetitions > 1:
             notes.append(f"{repetitions} repetitions (REP labels) averaged")
+        if not is_line_cartesian(self.sequence):
+            notes.append(f"continuous EPI readout cut into {int(cart.line_mask.sum())} lines of constant ky "
+                         "(blip and turnaround samples dropped)")
         if cart.regridded:
             notes.append("non-uniform (ramp-sampled) readouts regridded")
-        if cart.reflected.any():
+        if cart.mixed_polarity.any():
             notes.append("EPI ghost correction from the k-space centre lines (no navigators)" if self.ghost_correction
                          else "EPI ghost correction off")
         return notes
@@ -525,8 +545,8 @@ class TwixFile(RawFile):
         if self.sequence is not None:
             cart = self._pulseq()
             counts = {"imaging": int(self._plan().imaging.size), "noise": 0, "sequence_adcs": self.sequence.n_adc}
-            return Layout(dims=("slice", "coil", *self._pulseq_dims(cart)), shape=(1, *cart.kspace.shape),
-                          counts=counts, uninterpreted=self._pulseq_notes(cart))
+            dims, data = self._pulseq_data(cart)
+            return Layout(dims=dims, shape=data.shape, counts=counts, uninterpreted=self._pulseq_notes(cart))
         plan = self._plan()
         noise = self._noise_rows()
         counts = dict(plan.counts, noise=sum(len(r) for r in noise.values()))
@@ -574,8 +594,28 @@ class TwixFile(RawFile):
         )
 
     @staticmethod
-    def _pulseq_dims(cart: CartesianPulseq | NonCartesianPulseq) -> tuple[str, str]:
-        return ("spoke", "readout") if isinstance(cart, NonCartesianPulseq) else ("ky", "kx")
+    def _pulseq_data(cart: CartesianPulseq | NonCartesianPulseq) -> tuple[tuple[str, ...], np.ndarray]:
+        """Dims and k-space of a Pulseq scan, with a slice axis of 1 when the labels number no slices."""
+        spatial = ("spoke", "readout") if isinstance(cart, NonCartesianPulseq) else ("ky", "kx")
+        data = cart.kspace if "slice" in cart.batch_dims else cart.kspace[None]
+        return ("slice", *(d for d in cart.batch_dims if d != "slice"), "coil", *spatial), data
+
+    def _pulseq_slice_offsets(self) -> np.ndarray | None:
+        """(n_slices, 3) logical slice offsets in m of a labelled multi-slice Pulseq scan; None when there is one
+        slice or the excitations select none (all offsets 0: the slices can only be numbered)."""
+        offsets = slice_offsets(self.sequence)
+        if offsets is None or offsets.shape[0] == 1 or not np.abs(offsets).max() > 0:
+            return None
+        return offsets
+
+    def _pulseq_geometry(self, geometry: Geometry) -> Geometry:
+        """One position per labelled slice: the protocol's first slice centre moved by the sequence's slice offsets
+        (logical x, y, z taken as read, phase, slice)."""
+        offsets = self._pulseq_slice_offsets()
+        if offsets is None:
+            return geometry
+        axes = np.stack([geometry.read_dir, geometry.phase_dir, geometry.slice_dir])
+        return dataclasses.replace(geometry, position=geometry.position[0] + 1000 * offsets @ axes)
 
     def _pulseq_header(self, geometry: Geometry) -> KSpaceHeader:
         """Header of a Pulseq scan: matrix and in-plane FOV from the sequence, directions from the protocol."""
@@ -584,11 +624,12 @@ class TwixFile(RawFile):
             n_y = n_x = cart.matrix
             trajectory = "other"
         else:
-            _, n_y, n_x = cart.kspace.shape
-            trajectory = "epi" if cart.reflected.any() else "cartesian"
+            n_y, n_x = cart.kspace.shape[-2:]
+            trajectory = "epi" if cart.mixed_polarity.any() else "cartesian"
         fx, fy, _ = (1000 * v for v in self.sequence.fov_m)
         sequence = dataclasses.replace(self._sequence(), sequence_name=self.sequence.name or "pulseq",
                                        trajectory=trajectory)
+        geometry = self._pulseq_geometry(geometry)
         return KSpaceHeader(
             encoded_matrix=(1, n_y, n_x), recon_matrix=(1, n_y, n_x), kspace_centre=(0, n_y // 2, n_x // 2),
             geometry=dataclasses.replace(geometry, fov_mm=(geometry.fov_mm[0], fy, fx)),
@@ -699,12 +740,14 @@ class TwixFile(RawFile):
         header = self._header()
         if self.sequence is not None:
             cart = self._pulseq()
+            dims, data = self._pulseq_data(cart)
+            if slices is not None:
+                data = data[slices]
+                header = dataclasses.replace(header, geometry=header.geometry.select_slices(slices))
             if isinstance(cart, NonCartesianPulseq):
-                return KSpace(data=cart.kspace[None], dims=("slice", "coil", "spoke", "readout"), header=header,
-                              trajectory=cart.trajectory)
-            mask = np.broadcast_to(cart.line_mask[:, None], cart.kspace.shape[1:])
-            return KSpace(data=cart.kspace[None], dims=("slice", "coil", "ky", "kx"), header=header,
-                          mask=None if mask.all() else np.ascontiguousarray(mask))
+                return KSpace(data=data, dims=dims, header=header, trajectory=cart.trajectory)
+            mask = np.broadcast_to(cart.line_mask[:, None], data.shape[-2:])
+            return KSpace(data=data, dims=dims, header=header, mask=None if mask.all() else np.ascontiguousarray(mask))
         t = self._table
         chosen = plan.batch_values["Sli"] if slices is None else plan.batch_values["Sli"][slices]
         rows = plan.imaging[np.isin(t.counters["Sli"][plan.imaging], chosen)]
