@@ -89,11 +89,12 @@ def test_product_epi_ghost_ratio_drops(shared_raw):
     assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.9
 
 
-# Pulseq EPI (trajectory from the .seq beside the raw file): GSR measured uncorrected -> corrected.
+# Pulseq EPI (trajectory from the .seq beside the raw file): GSR measured uncorrected -> corrected, the
+# centre-line phase refined by minimising the image's L1 norm (before that refinement: 0.141, 0.184, 0.154).
 PULSEQ_EPI = {
-    "pulseq-tutorials/11_05_EPI.dat": (0.668, 0.141),
-    "pulseq-mr-physics/04_03_basic_epi_96x96_pe+.dat": (0.806, 0.184),
-    "pulseq-mr-physics/04_03_ramp_sampling_epi_96x96_pe+.dat": (0.788, 0.154),
+    "pulseq-tutorials/11_05_EPI.dat": (0.734, 0.050),
+    "pulseq-mr-physics/04_03_basic_epi_96x96_pe+.dat": (0.914, 0.039),
+    "pulseq-mr-physics/04_03_ramp_sampling_epi_96x96_pe+.dat": (0.792, 0.037),
 }
 
 

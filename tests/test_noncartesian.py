@@ -231,11 +231,12 @@ def test_cli_recon_of_a_non_cartesian_file_matches_the_python_api(shared_raw, tm
     from mrirecon.cli import main
     from mrirecon.pipelines.store import list_series, open_series
 
-    src = shared_raw / "pulseq-tutorials" / "11_06_EPI_singleTraj.dat"
+    src = shared_raw / "pulseq-ankara-course" / "meas_MID00118_FID33075_sol24.dat"  # radial, 4 coils
+    seq = src.with_name("sol24_gre2radial_chen.seq")
     out = tmp_path / "out.zarr"
-    assert main(["recon", str(src), "-o", str(out), "--method", "gridding", "--no-progress"]) == 0
+    assert main(["recon", str(src), "--seq", str(seq), "-o", str(out), "--method", "gridding", "--no-progress"]) == 0
     stored = open_series(out, list_series(out)[0])
-    direct = recon(read(src), "gridding", device="cpu")
+    direct = recon(read(src, sequence=seq), "gridding", device="cpu")
     assert stored.dims == direct.dims == ("slice", "y", "x")
     np.testing.assert_allclose(np.abs(stored.numpy()), np.abs(direct.numpy()), rtol=1e-5, atol=1e-9)
 
