@@ -1,7 +1,8 @@
 """Batch reconstruction: many raw files -> one Zarr store, over a Dask cluster, resumable and fault tolerant.
 
-A ``Job`` (from the CLI, a TOML job file or a shipped preset) names the inputs, the recipe and where to
-run. ``run_job`` is the client:
+A ``Job`` (from the CLI, a TOML job file or a shipped preset) names the inputs, the recipe, the Pulseq
+``.seq`` files of Pulseq twix inputs (``seq`` for every input, ``sequences`` by file name or glob) and
+where to run. ``run_job`` is the client:
 
 1. expands the inputs (files, folders, globs); plans every input from its header alone and creates or
    reopens its series (``reconstruct.prepare_series``) -- an unreadable input is reported and skipped;
@@ -19,6 +20,7 @@ that cannot be written (disk full, permissions) stops the job with ``OutputError
 """
 from __future__ import annotations
 
+import fnmatch
 import glob
 import importlib.util
 import os
@@ -44,13 +46,18 @@ from .reconstruct import TaskOutcome, check_recipe, final_provenance, prepare_se
 from .store import Series, is_complete, series_name
 
 PRESETS_DIR = Path(__file__).parent / "presets"
-RAW_SUFFIXES = (".h5", ".hdf5", ".mrd", ".cfl", ".npy")  # what a folder contributes
+RAW_SUFFIXES = (".h5", ".hdf5", ".mrd", ".cfl", ".npy", ".dat")  # what a folder contributes (.dat: twix)
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 @dataclass
 class Job:
-    """Everything a batch run needs; the CLI options and the TOML keys have the same names."""
+    """Everything a batch run needs; the CLI options and the TOML keys have the same names.
+
+    ``seq``: the Pulseq ``.seq`` of every input; ``sequences``: file name or glob pattern of inputs ->
+    their ``.seq`` (``sequence_for``). Inputs with neither are read as they are (a twix reader still
+    uses a ``.seq`` beside the raw file with the same name).
+    """
 
     inputs: list[str]
     output: Path
@@ -66,6 +73,8 @@ class Job:
     max_batch: int = DEFAULT_MAX_BATCH
     pacs: str | None = None
     cluster: dict[str, Any] = field(default_factory=dict)
+    seq: Path | None = None
+    sequences: dict[str, Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
@@ -74,12 +83,32 @@ class Job:
             raise InputError("inputs", "no inputs given (files, folders or glob patterns)")
         if self.retries < 0 or self.max_batch < 1:
             raise InputError("job", "retries must be >= 0 and max_batch >= 1")
+        if self.seq is not None and not isinstance(self.seq, (str, os.PathLike)):
+            raise InputError("seq", f"must be the path of a .seq file, got {self.seq!r}")
+        if not isinstance(self.sequences, dict) or not all(
+                isinstance(k, str) and isinstance(v, (str, os.PathLike)) for k, v in self.sequences.items()):
+            raise InputError("sequences", "must map input file names or glob patterns to .seq paths")
+        paths = [k for k in self.sequences if "/" in k or os.sep in k]
+        if paths:
+            raise InputError("sequences", f"keys match input file names, not paths: {paths}")
+        # absolute, so that workers with another working directory open the same file
+        self.seq = None if self.seq is None else Path(self.seq).absolute()
+        self.sequences = {k: Path(v).absolute() for k, v in self.sequences.items()}
+
+    def sequence_for(self, path: Path) -> Path | None:
+        """The ``.seq`` of input ``path``: a ``sequences`` key equal to its file name, else the first key
+        (in file order) whose glob pattern matches the name, else ``seq``."""
+        if path.name in self.sequences:
+            return self.sequences[path.name]
+        matches = (seq for pattern, seq in self.sequences.items() if fnmatch.fnmatchcase(path.name, pattern))
+        return next(matches, self.seq)
 
 
 def job_file_options(name: str | os.PathLike) -> dict[str, Any]:
     """Options from a TOML job file, or from the shipped preset of that name (``list_presets()``).
 
-    Relative ``inputs``/``output`` in a job file are taken relative to the file's folder.
+    Relative ``inputs``/``output``/``seq`` and ``[sequences]`` paths in a job file are taken relative to
+    the file's folder.
     """
     path = Path(name)
     if not path.is_file():
@@ -101,6 +130,10 @@ def job_file_options(name: str | os.PathLike) -> dict[str, Any]:
         options["inputs"] = [str(base / p) for p in options["inputs"]]
     if "output" in options:
         options["output"] = base / options["output"]
+    if isinstance(options.get("seq"), str):
+        options["seq"] = base / options["seq"]
+    if isinstance(options.get("sequences"), dict):
+        options["sequences"] = {k: base / v if isinstance(v, str) else v for k, v in options["sequences"].items()}
     return options
 
 
@@ -136,6 +169,7 @@ class InputState:
     path: Path
     series: Series | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    sequence: Path | None = None  # the Pulseq .seq every task opens the file with
     total: int = 0
     skipped: int = 0
     done: int = 0
@@ -228,9 +262,10 @@ def run_job(job: Job, *, client: Any = None, progress: bool = False) -> JobSumma
 
 def _prepare(path: Path, job: Job, log: JobLog) -> InputState:
     """Plan one input and create/reopen its series; a bad input becomes a failed state, not an error."""
-    state = InputState(path)
+    state = InputState(path, sequence=job.sequence_for(path))
     try:
-        state.series, state.info = prepare_series(path, job.output, job.method, job.params, resume=job.resume)
+        state.series, state.info = prepare_series(path, job.output, job.method, job.params, resume=job.resume,
+                                                  sequence=state.sequence)
     except OutputError:
         raise
     except MriReconError as exc:
@@ -266,7 +301,7 @@ def _run(job: Job, states: list[InputState], client: Any, log: JobLog, start: fl
 
     def submit(state: InputState, unit: Unit, attempt: int) -> Any:
         future = client.submit(run_task, str(state.path), state.series, list(unit.indices), job.method,
-                               job.params, unit.device, state.info["sha256"], pure=False)
+                               job.params, unit.device, state.info["sha256"], state.sequence, pure=False)
         meta[future] = (state, unit, attempt)
         return future
 

@@ -30,6 +30,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         options["output"] = args.output
     options["params"] = {**options.get("params", {}), **dict(args.param)}
     options.update({k: getattr(args, k) for k in _JOB_FIELDS if getattr(args, k) is not None})
+    if args.seq is not None:  # one sequence for every input: it replaces the job file's seq and [sequences]
+        options.update(seq=args.seq, sequences={})
     if args.no_resume:
         options["resume"] = False
     if args.in_process:
@@ -57,6 +59,9 @@ def add_commands(add: AddFn) -> None:
     p.add_argument("--method", help="reconstruction method (see 'mrirecon methods'); default sense")
     p.add_argument("--param", action="append", type=parse_param, default=[], metavar="NAME=VALUE",
                    help="method parameter (repeatable); overrides the job file's")
+    p.add_argument("--seq", metavar="FILE.seq",
+                   help="Pulseq sequence of every input (Pulseq twix scans); replaces the job file's seq and "
+                        "[sequences]; an input it does not fit fails alone")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="where tasks compute; default auto")
     p.add_argument("--workers", type=_positive_int, help="local workers; default one per core (per GPU with dask-cuda)")
     p.add_argument("--threads-per-worker", type=_positive_int, help="threads per local worker; default 1")

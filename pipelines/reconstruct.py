@@ -33,6 +33,7 @@ from mrirecon import __version__
 from mrirecon.data import SPATIAL_KDIMS, Geometry, KSpace, KSpaceHeader, Provenance
 from mrirecon.errors import InputError
 from mrirecon.io import open_raw
+from mrirecon.io.base import file_sha256
 from mrirecon.kernels.backend import get_array_module, resolve_device, to_numpy
 from mrirecon.kernels.fft import ifftc
 from mrirecon.reconstruction import bind_params, crop_box, recon
@@ -232,15 +233,27 @@ def prepare_series(
     """Client side: read the file's header, plan its series and create (or reopen, to resume) the group.
 
     Returns the series and the file's ``info()``; ``resume=False`` starts the series afresh;
-    ``sequence``: the Pulseq ``.seq`` of a Pulseq twix scan.
+    ``sequence``: the Pulseq ``.seq`` of a Pulseq twix scan. The ``.seq`` the file was read with (this
+    one, or the one the reader found beside the file) is part of the recipe: its sha256 goes into the
+    series name and its name and sha256 into the series metadata. A ``.seq`` that is missing,
+    unreadable or does not fit the file raises ``InputError`` naming both files.
     """
-    with _READ_LOCK, open_raw(path, sequence=sequence) as raw:
-        info = raw.info()
+    try:
+        with _READ_LOCK, open_raw(path, sequence=sequence) as raw:
+            info = raw.info()
+            used = getattr(raw, "sequence", None)  # twix: the PulseqSequence it was read with, or None
+    except InputError as exc:
+        if sequence is not None and exc.source and Path(exc.source).resolve() == Path(sequence).resolve():
+            # a problem of the .seq itself (missing, unreadable): name the raw file too
+            raise InputError(path, f"its Pulseq sequence {sequence}: {exc.problem}") from None
+        raise
+    seq_sha256 = None if used is None else file_sha256(used.path)
     dims, shape, task_dims, task_chunks = plan_series(info, method)
     series = Series.create(
-        out_zarr, series_name(path.name, Provenance(method, params)), dims=dims, shape=shape,
+        out_zarr, series_name(path.name, Provenance(method, params), seq_sha256), dims=dims, shape=shape,
         task_dims=task_dims, geometry=Geometry.from_dict(info["geometry"]), method=method, parameters=params,
         header=header_from_info(info), resume=resume, task_chunks=task_chunks,
+        sequence=None if used is None else {"file": used.path.name, "sha256": seq_sha256},
     )
     return series, info
 

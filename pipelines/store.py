@@ -1,6 +1,7 @@
 """Zarr v3 result store: one group per output series, one chunk per task, resumable.
 
-Layout of ``OUT.zarr/<series>/`` (series name = input stem + method + parameters key)::
+Layout of ``OUT.zarr/<series>/`` (series name = input stem + method + recipe key: the parameters and,
+for a Pulseq scan, the sha256 of its ``.seq``)::
 
     0         float32 image, OME-NGFF multiscale level 0 (what viewers show): the magnitude of a
               complex result, or the values themselves for a real-valued result
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,11 +59,24 @@ NGFF_VERSION = "0.5"
 TaskIndex = tuple[int, ...]
 
 
-def series_name(source: str, provenance: Provenance) -> str:
-    """``<input stem>_<method>_<8 hex of the parameters key>``: same recipe on same file, same name."""
+def recipe_key(provenance: Provenance, sequence_sha256: str | None = None) -> str:
+    """Key of a reconstruction recipe: the parameters key, with the sha256 of the Pulseq ``.seq`` folded in.
+
+    The ``.seq`` decides a Pulseq scan's k-space order and trajectory, so another ``.seq`` (or one vs
+    none) is another recipe; without a sequence the key is the parameters key itself, so that the
+    names of series made before sequences counted do not change.
+    """
+    key = provenance.parameters_key()
+    if sequence_sha256 is None:
+        return key
+    return hashlib.sha256(f"{key}:{sequence_sha256}".encode()).hexdigest()[:16]
+
+
+def series_name(source: str, provenance: Provenance, sequence_sha256: str | None = None) -> str:
+    """``<input stem>_<method>_<8 hex of the recipe key>``: same recipe (and .seq) on same file, same name."""
     stem = Path(source).name.split(".")[0] or "series"
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in stem)
-    return f"{safe}_{provenance.method}_{provenance.parameters_key()[:8]}"
+    return f"{safe}_{provenance.method}_{recipe_key(provenance, sequence_sha256)[:8]}"
 
 
 def ngff_order(dims: tuple[str, ...]) -> tuple[str, ...]:
@@ -175,14 +190,16 @@ class Series:
         complex_data: bool = True,
         resume: bool = True,
         task_chunks: tuple[int, ...] | None = None,
+        sequence: dict[str, str] | None = None,
     ) -> "Series":
         """Create the series group, or reopen an unfinished compatible one to resume it.
 
-        A series with the same name but other dims/shape/recipe/input is replaced (the old result
-        would be wrong for this input), and so is any existing one when ``resume`` is False.
+        A series with the same name but other dims/shape/recipe/input/sequence is replaced (the old
+        result would be wrong for this input), and so is any existing one when ``resume`` is False.
         ``task_chunks`` gives the entries of each task dim one task covers (default 1 each); a
-        spatial task dim (e.g. ``x`` for slabs of a 3D volume) needs it. Raises ``OutputError``
-        when the store cannot be written.
+        spatial task dim (e.g. ``x`` for slabs of a 3D volume) needs it. ``sequence``: the Pulseq
+        ``.seq`` the input was read with, ``{"file": name, "sha256": hex}`` (recorded in the
+        metadata). Raises ``OutputError`` when the store cannot be written.
         """
         dims, shape, task_dims = tuple(dims), tuple(int(s) for s in shape), tuple(task_dims)
         widths = tuple(int(w) for w in task_chunks) if task_chunks else (1,) * len(task_dims)
@@ -204,6 +221,7 @@ class Series:
             "method": method,
             "parameters": parameters,
             "parameters_key": Provenance(method, parameters).parameters_key(),
+            "sequence": sequence,
             "geometry": geometry.to_dict(),
             "affine": affine.tolist(),
             "header": None if header is None else header.to_dict(include_phi=False),
@@ -214,7 +232,7 @@ class Series:
             if name in root:
                 old = root[name].attrs.asdict().get("mrirecon", {})
                 old.setdefault("task_chunks", [1] * len(old.get("task_dims", [])))  # stores before slabs
-                keys = ("format_version", "dims", "shape", "task_dims", "task_chunks", "parameters_key")
+                keys = ("format_version", "dims", "shape", "task_dims", "task_chunks", "parameters_key", "sequence")
                 same = all(old.get(k) == attrs[k] for k in keys) and _same_source(old, attrs)
                 if resume and same and (COMPLEX in root[name]) == complex_data:
                     return series
