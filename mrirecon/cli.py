@@ -284,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("recon", cmd_recon, "Reconstruct a raw file into a Zarr store (one series per file and recipe).")
     p.add_argument("path", help="raw file")
     p.add_argument("-o", "--output", required=True, metavar="OUT.zarr", help="Zarr store (created if missing)")
-    p.add_argument("--method", default="sense", help="reconstruction method (see 'mrirecon methods'); default sense")
+    p.add_argument("--method", default="auto",
+                   help="reconstruction method (see 'mrirecon methods'); default auto: sense for Cartesian k-space, "
+                        "nufft_sense for a trajectory")
     p.add_argument("--param", action="append", type=parse_param, default=[], metavar="NAME=VALUE",
                    help="method parameter (repeatable); values parsed as int, float, true/false, none or text")
     p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"), help="where to compute; default auto")

@@ -42,7 +42,7 @@ from mrirecon.reconstruction import bind_params
 from .cluster import connect
 from .joblog import JobLog, describe_error, log_path
 from .planner import DEFAULT_MAX_BATCH, Unit, device_budget, plan_units, task_shape
-from .reconstruct import TaskOutcome, check_recipe, final_provenance, prepare_series, run_task
+from .reconstruct import AUTO_METHOD, TaskOutcome, check_recipe, final_provenance, prepare_series, run_task
 from .store import Series, is_complete, series_name
 
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -81,6 +81,8 @@ class Job:
         self.inputs = [str(i) for i in self.inputs]
         if not self.inputs:
             raise InputError("inputs", "no inputs given (files, folders or glob patterns)")
+        if self.method == AUTO_METHOD:  # one method per job: the planner sizes every input for it
+            raise InputError("method", "a batch job needs a method (auto chooses per file for 'mrirecon recon' only)")
         if self.retries < 0 or self.max_batch < 1:
             raise InputError("job", "retries must be >= 0 and max_batch >= 1")
         if self.seq is not None and not isinstance(self.seq, (str, os.PathLike)):

@@ -214,12 +214,25 @@ def _in_series_order(image: Any, series: Series, method: str) -> np.ndarray:
     return np.transpose(data, [image.dims.index(d) for d in series.dims])
 
 
+AUTO_METHOD = "auto"  # reconstruct_file's default: the method follows the file's sampling (resolve_method)
+
+
+def resolve_method(method: str, info: dict[str, Any]) -> str:
+    """``method``, or for ``auto`` the file's sensible default from its ``info()``: CG-SENSE for Cartesian
+    k-space, NUFFT CG-SENSE for k-space with a trajectory (radial, spiral)."""
+    if method != AUTO_METHOD:
+        return method
+    return "sense" if any(d in SPATIAL_KDIMS for d in info["dims"]) else "nufft_sense"
+
+
 def check_recipe(method: str, params: dict[str, Any], device: str) -> str:
     """Fail early, before anything is written: unknown method or parameter, or an absent device.
 
-    Returns the resolved device ("auto" -> "cuda" or "cpu" on this machine).
+    Returns the resolved device ("auto" -> "cuda" or "cpu" on this machine). Method ``auto`` is
+    resolved per file (``prepare_series``), and its parameters are checked there.
     """
-    bind_params(method, params)
+    if method != AUTO_METHOD:
+        bind_params(method, params)
     try:
         return resolve_device(device)
     except (RuntimeError, ValueError) as exc:
@@ -232,7 +245,8 @@ def prepare_series(
 ) -> tuple[Series, dict[str, Any]]:
     """Client side: read the file's header, plan its series and create (or reopen, to resume) the group.
 
-    Returns the series and the file's ``info()``; ``resume=False`` starts the series afresh;
+    ``method`` ``auto`` becomes the file's default (``resolve_method``), checked with ``params`` before
+    anything is written. Returns the series and the file's ``info()``; ``resume=False`` starts the series afresh;
     ``sequence``: the Pulseq ``.seq`` of a Pulseq twix scan. The ``.seq`` the file was read with (this
     one, or the one the reader found beside the file) is part of the recipe: its sha256 goes into the
     series name and its name and sha256 into the series metadata. A ``.seq`` that is missing,
@@ -247,6 +261,8 @@ def prepare_series(
             # a problem of the .seq itself (missing, unreadable): name the raw file too
             raise InputError(path, f"its Pulseq sequence {sequence}: {exc.problem}") from None
         raise
+    method = resolve_method(method, info)
+    bind_params(method, params)
     seq_sha256 = None if used is None else file_sha256(used.path)
     dims, shape, task_dims, task_chunks = plan_series(info, method)
     series = Series.create(
@@ -262,7 +278,7 @@ def reconstruct_file(
     path: str | os.PathLike,
     out_zarr: str | os.PathLike,
     *,
-    method: str = "sense",
+    method: str = AUTO_METHOD,
     params: dict[str, Any] | None = None,
     device: str = "auto",
     nifti: str | os.PathLike | None = None,
@@ -273,6 +289,7 @@ def reconstruct_file(
 ) -> ReconResult:
     """Reconstruct every slice of a raw file into series ``<stem>_<method>_<key>`` of ``out_zarr``.
 
+    ``method`` ``auto``: CG-SENSE for Cartesian k-space, NUFFT CG-SENSE for a trajectory.
     Resumes an interrupted run of the same recipe (finished tasks are skipped). Bad input, method or
     parameters raise ``InputError`` before anything is written; an unwritable output or a full disk
     raises ``OutputError`` and leaves the series not complete. ``nifti`` also writes a NIfTI file.
@@ -285,6 +302,7 @@ def reconstruct_file(
     if nifti is not None:
         nifti_suffix(Path(nifti))
     series, info = prepare_series(path, out_zarr, method, params, sequence=sequence)
+    method = resolve_method(method, info)
     requested = Provenance(method, params)
     pending = series.pending()
     results: list[dict[str, Any]] = []

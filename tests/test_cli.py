@@ -13,6 +13,7 @@ import pytest
 
 from mrirecon import sim
 from mrirecon.cli import main, parse_param, phantom_kspace
+from mrirecon.errors import InputError
 from mrirecon.io import open_raw
 from mrirecon.methods import list_methods
 from mrirecon.pipelines.store import is_complete, list_series, open_series
@@ -168,3 +169,31 @@ def test_make_sample_data_is_small(tmp_path, capsys):
     with open_raw(tmp_path / "brain_fastmri.h5") as raw:
         info = raw.info()
     assert (info["coils"], info["slices"], info["recon_matrix"][1:]) == (8, 1, [144, 144])
+
+
+def test_recon_default_method_follows_the_sampling(files, tmp_path):
+    """No ``--method``: CG-SENSE for Cartesian k-space, NUFFT CG-SENSE for a radial file (which ``sense``
+    refuses); a batch job still names its one method."""
+    from mrirecon.data import KSpace, KSpaceHeader
+    from mrirecon.io.mrd_writer import write_ismrmrd
+    from mrirecon.nufft import NUFFT
+    from mrirecon.pipelines.batch import Job
+
+    n, coils = 32, 4
+    traj = sim.radial(48, 2 * n, matrix=n)
+    image = sim.shepp_logan((n, n)).astype(np.complex64)
+    maps = sim.birdcage_maps(coils, (n, n))
+    y = NUFFT(traj, (n, n), (coils,))(maps * image)
+    radial = tmp_path / "radial.h5"
+    write_ismrmrd(radial, KSpace(y[None], ("slice", "coil", "spoke", "readout"), KSpaceHeader(recon_matrix=(1, n, n)),
+                                 trajectory=traj))
+    out = tmp_path / "out.zarr"
+    assert main(["recon", str(radial), "-o", str(out), "--no-progress"]) == 0
+    assert main(["recon", str(files["ismrmrd"]), "-o", str(out), "--no-progress"]) == 0
+    names = {name.rsplit("_", 1)[0]: name for name in list_series(out)}  # <stem>_<method>_<recipe key>
+    assert set(names) == {"radial_nufft_sense", "full_sense"}
+    result = np.abs(open_series(out, names["radial_nufft_sense"]).numpy()[0])
+    assert np.corrcoef(result.ravel(), np.abs(image).ravel())[0, 1] > 0.9
+    assert main(["recon", str(radial), "-o", str(out), "--method", "sense", "--no-progress"]) == 2
+    with pytest.raises(InputError, match="needs a method"):
+        Job(inputs=[str(radial)], output=out, method="auto")
