@@ -29,16 +29,51 @@ _BLOCK = 8192  # pixels per CPU work item: the coil loop of one block stays in L
 _THREADS = 256  # CUDA threads per block
 
 
+@njit(fastmath=False, cache=True)
+def _expand_run(out: np.ndarray, maps: np.ndarray, image: np.ndarray) -> None:
+    # contiguous 1D runs: LLVM vectorises these loops (the 2D-indexed form stayed scalar, 2x slower)
+    for i in range(out.shape[0]):
+        out[i] = maps[i] * image[i]
+
+
+@njit(fastmath=False, cache=True)
+def _combine_run(out: np.ndarray, maps: np.ndarray, coil_image: np.ndarray, first: bool) -> None:
+    if first:
+        for i in range(out.shape[0]):
+            out[i] = maps[i].conjugate() * coil_image[i]
+    else:
+        for i in range(out.shape[0]):
+            out[i] += maps[i].conjugate() * coil_image[i]
+
+
+@njit(fastmath=False, cache=True)
+def _weight_run(coil_image: np.ndarray, weight: np.ndarray) -> None:
+    for i in range(coil_image.shape[0]):
+        coil_image[i] *= weight[i]
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def weight_cpu(coil_images: np.ndarray, weight: np.ndarray) -> None:
+    """``coil_images[c, i] *= weight[i]`` in place for flat (coil, n) complex and (n,) real weights (CPU)."""
+    n_coils, n = coil_images.shape
+    n_blocks = (n + _BLOCK - 1) // _BLOCK
+    for k in prange(n_coils * n_blocks):
+        c = k // n_blocks
+        start = (k - c * n_blocks) * _BLOCK
+        stop = min(start + _BLOCK, n)
+        _weight_run(coil_images[c, start:stop], weight[start:stop])
+
+
 @njit(parallel=True, fastmath=False, cache=True)
 def sense_expand_cpu(image: np.ndarray, maps: np.ndarray, out: np.ndarray) -> None:
     """``out[c, i] = maps[c, i] * image[i]`` for flat (n,) image and (coil, n) maps (CPU)."""
     n_coils, n = maps.shape
-    for b in prange((n + _BLOCK - 1) // _BLOCK):
-        start = b * _BLOCK
+    n_blocks = (n + _BLOCK - 1) // _BLOCK
+    for k in prange(n_coils * n_blocks):
+        c = k // n_blocks
+        start = (k - c * n_blocks) * _BLOCK
         stop = min(start + _BLOCK, n)
-        for c in range(n_coils):
-            for i in range(start, stop):
-                out[c, i] = maps[c, i] * image[i]
+        _expand_run(out[c, start:stop], maps[c, start:stop], image[start:stop])
 
 
 @njit(parallel=True, fastmath=False, cache=True)
@@ -48,11 +83,8 @@ def sense_combine_cpu(coil_images: np.ndarray, maps: np.ndarray, out: np.ndarray
     for b in prange((n + _BLOCK - 1) // _BLOCK):
         start = b * _BLOCK
         stop = min(start + _BLOCK, n)
-        for i in range(start, stop):
-            out[i] = maps[0, i].conjugate() * coil_images[0, i]
-        for c in range(1, n_coils):
-            for i in range(start, stop):
-                out[i] += maps[c, i].conjugate() * coil_images[c, i]
+        for c in range(n_coils):
+            _combine_run(out[start:stop], maps[c, start:stop], coil_images[c, start:stop], c == 0)
 
 
 @cuda.jit
@@ -103,8 +135,8 @@ def sense_expand(image, maps, out=None):
 
     ``out``: a C-contiguous complex64 array of the maps' shape to write into (a reused buffer), else new.
     On the CPU the fused kernel is used only with more than one Numba thread: single-threaded, NumPy's
-    vectorised broadcast multiply is faster (16x320x320: NumPy 1.22 ms; Numba 1.92 ms on 1 thread,
-    0.98 ms on 2 threads).
+    vectorised broadcast multiply is as fast (16x320x320: NumPy 1.19 ms; Numba 1.18 ms on 1 thread,
+    0.52 ms on 2 threads; before the kernels looped over contiguous runs: 1.72 / 1.01 ms).
     """
     xp, m = _flat(maps, image.shape)
     if out is None:
@@ -125,7 +157,8 @@ def sense_combine(coil_images, maps, out=None):
 
     ``out``: a C-contiguous complex64 array of the image shape to write into, else a new one.
     The fused kernel is always used: it needs no stored ``conj(maps)`` and no (coil, *spatial) temporary
-    (16x320x320: 2.06 ms vs NumPy 2.08 ms with stored conj maps on 1 thread, 1.12 vs 2.03 ms on 2).
+    (16x320x320: 0.98 ms on 1 thread, 0.58 ms on 2, against 0.86 ms for one ``vdot`` over both arrays;
+    before the kernel looped over contiguous runs: 2.00 / 1.14 ms).
     """
     xp, m = _flat(maps, coil_images.shape[1:])
     y = xp.ascontiguousarray(coil_images, dtype=xp.complex64).reshape(m.shape)
@@ -137,3 +170,16 @@ def sense_combine(coil_images, maps, out=None):
     else:
         _launch_gpu(xp, sense_combine_cuda, y, m, flat)
     return out
+
+
+def apply_weight(coil_images, weight) -> None:
+    """In place ``coil_images *= weight`` (e.g. the sampling mask in k-space): (coil, *spatial) complex64,
+    C-contiguous, times a real (*spatial) array. CPU: a parallel kernel over contiguous runs (P1,
+    16x320x320: 0.5 ms on 2 threads against 1.2 ms for NumPy's broadcast multiply); GPU: CuPy's multiply.
+    """
+    xp = get_array_module(coil_images)
+    if xp is not np or not coil_images.flags.c_contiguous or coil_images.dtype != np.complex64:
+        coil_images *= weight
+        return
+    w = np.ascontiguousarray(np.broadcast_to(weight, coil_images.shape[1:]), dtype=np.float32).reshape(-1)
+    weight_cpu(coil_images.reshape(coil_images.shape[0], -1), w)

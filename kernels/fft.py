@@ -13,17 +13,18 @@ from .backend import get_array_module
 FFT_WORKERS = int(os.environ.get("MRIRECON_FFT_WORKERS", os.cpu_count() or 1))
 
 
-def fft_uncentred(x, axes: Sequence[int], inverse: bool = False):
+def fft_uncentred(x, axes: Sequence[int], inverse: bool = False, overwrite: bool = True):
     """Orthonormal FFT over ``axes`` without centring, allowed to overwrite ``x`` (use the result).
 
     For operators that fold the centring into stored arrays once (``linop.SenseNormal``): on the CPU
     the transform runs in place in ``x``'s memory (scipy ``overwrite_x``), so a loop reuses one buffer.
+    ``overwrite=False`` keeps ``x`` intact and writes a new array in the same pass (no copy first).
     """
     xp = get_array_module(x)
     axes = tuple(axes)
     if xp is np:
         fn = scipy.fft.ifftn if inverse else scipy.fft.fftn
-        return fn(x, axes=axes, norm="ortho", workers=FFT_WORKERS, overwrite_x=True)
+        return fn(x, axes=axes, norm="ortho", workers=FFT_WORKERS, overwrite_x=overwrite)
     fn = xp.fft.ifftn if inverse else xp.fft.fftn
     return fn(x, axes=axes, norm="ortho")
 

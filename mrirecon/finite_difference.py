@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .kernels.backend import get_array_module
+from .kernels.fused import tv_dual_update
 from .linop import LinearOperator
 
 
@@ -33,3 +34,35 @@ class FiniteDifference(LinearOperator):
         for i, ax in enumerate(self.axes):
             out += y[i] - xp.roll(y[i], -1, axis=ax)
         return out
+
+    def linf_dual(self, bound: float, group: int | None = None) -> LinfDual:
+        """PDHG dual block of ``bound ||G x||_1`` (``solvers.pdhg`` with prox None); ``group=0``: isotropic."""
+        return LinfDual(self, bound, group)
+
+
+class LinfDual:
+    """PDHG dual block of ``f(G x) = bound ||G x||_1`` (TV), one fused step (``kernels.fused.tv_dual_update``).
+
+    ``dual_step(v, x, sigma)``: ``v <- proj(v + sigma G x)`` onto ``{|v_i| <= bound}`` in place (the prox
+    of ``sigma f*``, as ``prox.project_linf_ball``; ``group=0`` projects the difference vector of each
+    voxel, isotropic TV), returns ``G^H v`` in a reused image buffer (valid until the next step).
+    """
+
+    def __init__(self, op: FiniteDifference, bound: float, group: int | None = None):
+        if group not in (None, 0):
+            raise ValueError(f"LinfDual: group must be None or 0 (the difference axis), got {group}")
+        self.op = op
+        self.oshape = op.oshape
+        self.bound = float(bound)
+        self.grouped = group == 0
+        self._out = None
+
+    def dual_step(self, v, x, sigma: float):
+        """Update the dual ``v`` in place for the primal point ``x``; return ``G^H v``."""
+        xp = get_array_module(x)
+        if self.bound <= 0:
+            v[...] = 0
+            return xp.zeros_like(x)
+        if self._out is None:
+            self._out = xp.empty_like(x)
+        return tv_dual_update(v, x, sigma, self.bound, self.grouped, self.op.axes, out=self._out)

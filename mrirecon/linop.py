@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .kernels.backend import get_array_module
-from .kernels.coil import sense_combine, sense_expand
-from .kernels.fft import fft_uncentred, fftc, ifftc
+from .kernels.coil import apply_weight, sense_combine, sense_expand
+from .kernels.fft import checkerboard, fft_uncentred, fftc, ifftc
+from .kernels.fused import l2_dual_update
 
 Shape = tuple[int, ...]
 
@@ -56,7 +57,9 @@ class LinearOperator:
         return _Normal(self)
 
     def __matmul__(self, other: "LinearOperator") -> "LinearOperator":
-        return _Compose(self, other)
+        """``self @ other``; ``(Sampling @ FFT) @ Sense`` over the spatial axes is the fused ``CartesianSense``."""
+        fused = _cartesian_sense(self, other)
+        return fused if fused is not None else _Compose(self, other)
 
     def __mul__(self, scalar: complex) -> "LinearOperator":
         return _Scale(self, scalar)
@@ -117,20 +120,15 @@ class _Compose(LinearOperator):
     def _normal(self, x):
         return self.b._adjoint(self.a._normal(self.b._apply(x)))  # (A B)^H A B = B^H (A^H A) B
 
-    @property
-    def N(self) -> LinearOperator:
-        """``A^H A``; for Cartesian SENSE ``Sampling @ FFT @ Sense`` the shift-free ``SenseNormal``."""
-        inner = self.a
-        if (
-            isinstance(self.b, Sense)
-            and isinstance(inner, _Compose)
-            and isinstance(inner.a, Sampling)
-            and isinstance(inner.b, FFT)
-            and inner.b.axes == tuple(range(-len(self.ishape), 0))
-            and tuple(inner.a.weights.shape) == self.ishape
-        ):
-            return SenseNormal(self.b.maps, inner.a.weights, centred=True)
-        return _Normal(self)
+
+def _cartesian_sense(a: LinearOperator, b: LinearOperator) -> CartesianSense | None:
+    """``CartesianSense`` when ``a @ b`` is ``(Sampling @ FFT) @ Sense`` with the FFT over all spatial axes."""
+    if not (isinstance(b, Sense) and isinstance(a, _Compose) and isinstance(a.a, Sampling) and isinstance(a.b, FFT)):
+        return None
+    spatial = b.ishape
+    if a.b.axes != tuple(range(-len(spatial), 0)) or tuple(a.a.weights.shape) != spatial or a.ishape != b.oshape:
+        return None
+    return CartesianSense(b.maps, a.a.weights)
 
 
 class _Scale(LinearOperator):
@@ -231,50 +229,178 @@ class Sense(LinearOperator):
         return sense_combine(y, self.maps)
 
 
-class SenseNormal(LinearOperator):
-    """``A^H A + lam I`` of Cartesian SENSE ``A = M F S``, in uncentred image coordinates, one pass per step.
+class CartesianSense(LinearOperator):
+    """Cartesian SENSE ``A = M F S``: image (*spatial) -> k-space (coil, *spatial), fused, centring folded.
 
-    The centred FFT is ``F = P F0 P'`` with the shifts ``P = fftshift``, ``P' = ifftshift`` over the
-    spatial axes. As ``S`` and ``M`` are diagonal, ``P'^H A^H A P' = S'^H F0^H M' F0 S'`` with maps
-    ``S' = P' S`` and mask ``M' = P^H M`` shifted once here; so this operator acts on ``u = P' x``
-    (``uncentre``) with no shift per call, and ``centre`` maps a solution back. Exact for every size.
-    ``centred=True`` takes and returns centred images (two image-sized shifts per call, none on coil
-    arrays): what ``(Sampling @ FFT @ Sense).N`` returns.
-    Each call: fused expand into a reused coil buffer, FFT in place, mask in place, inverse FFT in
+    Equal to ``Sampling(shape, mask) @ FFT(shape, ndim) @ Sense(maps)``, which builds it. The centred FFT
+    is folded once into stored maps ``S_f`` and weights ``W`` so that ``A x = W F0 S_f u`` with the
+    unshifted FFT ``F0`` and ``u = uncentre(x)``:
+
+    - every spatial size even: ``F = s C F0 C`` with the ±1 checkerboard ``C`` and sign ``s``
+      (``kernels.fft.checkerboard``), so ``S_f = C S`` and ``W = s C M``; image and k-space keep their
+      centred coordinates (``uncentre`` and ``uncentre_kspace`` return their input);
+    - otherwise: ``F = P F0 P'`` with ``P = fftshift``, ``P' = ifftshift``, so ``S_f = P' S`` and
+      ``W = P' M``; ``uncentre`` shifts the image (image-sized) and ``uncentre_kspace`` the coil
+      k-space (a coil-sized copy, per call of ``A`` or ``A^H``).
+
+    Each call: one fused expand or combine (``kernels/coil.py``), one unshifted FFT in place and one
+    weight pass; the adjoint and the normal reuse one coil buffer. ``M`` is real (a 0/1 sampling mask,
+    or sample weights: the normal uses ``W^2``).
+    """
+
+    def __init__(self, maps, mask):
+        xp = get_array_module(maps)
+        super().__init__(maps.shape, maps.shape[1:], "CartesianSense")
+        spatial = tuple(maps.shape[1:])
+        self.axes = tuple(range(-len(spatial), 0))
+        mask = xp.broadcast_to(xp.asarray(mask).astype(xp.float32), spatial)
+        self.even = all(n % 2 == 0 for n in spatial)
+        if self.even:
+            c, sc = (xp.asarray(f) for f in checkerboard(spatial, len(spatial)))
+            self.maps = xp.multiply(xp.asarray(maps, dtype=xp.complex64), c)
+            self.weight = xp.ascontiguousarray(sc * mask)
+        else:
+            self.maps = xp.ascontiguousarray(xp.fft.ifftshift(xp.asarray(maps, dtype=xp.complex64), axes=self.axes))
+            self.weight = xp.ascontiguousarray(xp.fft.ifftshift(mask))
+        self.weight2 = self.weight * self.weight
+        self._coils = None
+
+    # -- coordinates: the fused core acts on uncentre(x) and returns uncentred k-space ------------
+    def uncentre(self, x):
+        """Image -> the coordinates the fused core acts on (identity for even sizes, else ``ifftshift``)."""
+        return x if self.even else get_array_module(x).fft.ifftshift(x, axes=tuple(range(x.ndim)))
+
+    def centre(self, u):
+        """Inverse of ``uncentre``."""
+        return u if self.even else get_array_module(u).fft.fftshift(u, axes=tuple(range(u.ndim)))
+
+    def uncentre_kspace(self, y):
+        """Coil k-space -> the core's k-space coordinates (identity for even sizes, else ``ifftshift``)."""
+        return y if self.even else get_array_module(y).fft.ifftshift(y, axes=self.axes)
+
+    def centre_kspace(self, z):
+        """Inverse of ``uncentre_kspace``."""
+        return z if self.even else get_array_module(z).fft.fftshift(z, axes=self.axes)
+
+    def buffer(self):
+        """The reused coil-sized complex64 work array (contents undefined between calls)."""
+        if self._coils is None:
+            xp = get_array_module(self.maps)
+            self._coils = xp.empty(self.maps.shape, dtype=xp.complex64)
+        return self._coils
+
+    # -- the fused core: W F0 S_f, its adjoint and its normal ----------------------------------------
+    def coil_spectra(self, u, out=None):
+        """``F0 S_f u`` (unweighted, uncentred) into ``out`` (a new array when None); use the result."""
+        return fft_uncentred(sense_expand(u, self.maps, out=out), self.axes)
+
+    def core_forward(self, u, out=None):
+        """``W F0 S_f u`` (uncentred k-space) into ``out`` (a new array when None); use the result."""
+        coils = self.coil_spectra(u, out)
+        apply_weight(coils, self.weight)
+        return coils
+
+    def core_adjoint(self, z):
+        """``S_f^H F0^H W z`` for uncentred k-space ``z`` (left untouched): a new image."""
+        xp = get_array_module(z)
+        coils = fft_uncentred(xp.multiply(z, self.weight, out=self.buffer()), self.axes, inverse=True)
+        return sense_combine(coils, self.maps)
+
+    def core_normal(self, u, lam: float = 0.0):
+        """``S_f^H F0^H W^2 F0 S_f u + lam u``: the normal operator in the core's coordinates."""
+        coils = self.coil_spectra(u, self.buffer())
+        apply_weight(coils, self.weight2)
+        coils = fft_uncentred(coils, self.axes, inverse=True)
+        out = sense_combine(coils, self.maps)
+        if lam:
+            out += lam * u
+        return out
+
+    # -- the centred operator ---------------------------------------------------------------------
+    def _apply(self, x):
+        return self.centre_kspace(self.core_forward(self.uncentre(x)))
+
+    def _adjoint(self, y):
+        return self.centre(self.core_adjoint(self.uncentre_kspace(y)))
+
+    def _normal(self, x):
+        return self.centre(self.core_normal(self.uncentre(x)))
+
+    @property
+    def N(self) -> LinearOperator:
+        """``A^H A`` as a ``SenseNormal`` sharing this operator's arrays (centred images)."""
+        return SenseNormal.of(self, centred=True)
+
+    def l2_dual(self, y) -> SenseDataDual:
+        """PDHG dual block of the data term ``||A x - y||^2 / 2`` (``solvers.pdhg`` with prox None)."""
+        return SenseDataDual(self, y)
+
+
+class SenseDataDual:
+    """PDHG dual block of ``f(A x) = ||A x - y||^2 / 2`` for ``A = CartesianSense``, one fused step.
+
+    ``dual_step(u, x, sigma)``: ``u <- prox_{sigma f*}(u + sigma A x) = (u + sigma (A x - y)) / (1 + sigma)``
+    in place, returns ``A^H u``. The dual ``u`` lives in the core's k-space coordinates (the same as
+    the centred ones for even sizes; it starts at zero, which is zero in any coordinates). Per step:
+    fused expand, FFT in place, one fused pass for the update and the weighting (``kernels.fused``),
+    inverse FFT in place, fused combine.
+    """
+
+    def __init__(self, op: CartesianSense, y):
+        xp = get_array_module(y)
+        if tuple(y.shape) != op.oshape:
+            raise ValueError(f"{op.name}: data has shape {tuple(y.shape)}, expected {op.oshape}")
+        self.op = op
+        self.oshape = op.oshape
+        self.y = xp.ascontiguousarray(op.uncentre_kspace(y), dtype=xp.complex64)
+
+    def dual_step(self, u, x, sigma: float):
+        """Update the dual ``u`` (complex64, C-contiguous) in place for the primal point ``x``; return ``A^H u``."""
+        op = self.op
+        coils = op.coil_spectra(op.uncentre(x), op.buffer())
+        l2_dual_update(u, coils, self.y, op.weight, sigma)
+        coils = fft_uncentred(coils, op.axes, inverse=True)
+        return op.centre(sense_combine(coils, op.maps))
+
+
+class SenseNormal(LinearOperator):
+    """``A^H A + lam I`` of Cartesian SENSE ``A = M F S`` (``CartesianSense``), one pass per step.
+
+    It acts on ``u = uncentre(x)`` (``centre`` maps a solution back), where the centring of the FFT is
+    folded into the stored maps and weights (``CartesianSense``: nothing to do for even sizes, an
+    image-sized shift otherwise), so no coil-sized shift runs per call. ``centred=True`` takes and
+    returns centred images: what ``CartesianSense.N`` (and ``(Sampling @ FFT @ Sense).N``) returns.
+    Each call: fused expand into a reused coil buffer, FFT in place, weight in place, inverse FFT in
     place, fused combine; the only other pass is ``+ lam u`` on the image.
     """
 
     def __init__(self, maps, mask, lam: float = 0.0, centred: bool = False):
-        xp = get_array_module(maps)
-        self.centred = centred
-        self.axes = tuple(range(1, maps.ndim))
-        super().__init__(maps.shape[1:], maps.shape[1:], "SenseNormal")
-        self.maps = xp.ascontiguousarray(xp.fft.ifftshift(xp.asarray(maps, dtype=xp.complex64), axes=self.axes))
-        self.mask = xp.fft.ifftshift(xp.asarray(mask).astype(xp.float32), axes=tuple(range(mask.ndim)))
+        self._setup(CartesianSense(maps, mask), lam, centred)
+
+    @classmethod
+    def of(cls, model: CartesianSense, lam: float = 0.0, centred: bool = False) -> SenseNormal:
+        """The normal operator of ``model`` (+ ``lam I``), sharing its folded arrays and buffer."""
+        normal = cls.__new__(cls)
+        normal._setup(model, lam, centred)
+        return normal
+
+    def _setup(self, model: CartesianSense, lam: float, centred: bool) -> None:
+        super().__init__(model.ishape, model.ishape, "SenseNormal")
+        self.model = model
         self.lam = float(lam)
-        self._coils = xp.empty(self.maps.shape, dtype=xp.complex64)
+        self.centred = centred
 
     def uncentre(self, x):
-        """Image -> the coordinates this operator acts on (``ifftshift`` over the spatial axes)."""
-        return get_array_module(x).fft.ifftshift(x, axes=tuple(range(x.ndim)))
+        """Image -> the coordinates this operator acts on (see ``CartesianSense.uncentre``)."""
+        return self.model.uncentre(x)
 
     def centre(self, u):
         """Inverse of ``uncentre``."""
-        return get_array_module(u).fft.fftshift(u, axes=tuple(range(u.ndim)))
+        return self.model.centre(u)
 
     def _apply(self, u):
         if self.centred:
-            return self.centre(self._uncentred(self.uncentre(u)))
-        return self._uncentred(u)
-
-    def _uncentred(self, u):
-        axes = tuple(range(-len(self.ishape), 0))
-        coils = fft_uncentred(sense_expand(u, self.maps, out=self._coils), axes)
-        coils *= self.mask
-        coils = fft_uncentred(coils, axes, inverse=True)
-        out = sense_combine(coils, self.maps)
-        if self.lam:
-            out += self.lam * u
-        return out
+            return self.centre(self.model.core_normal(self.uncentre(u), self.lam))
+        return self.model.core_normal(u, self.lam)
 
     _adjoint = _apply

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .kernels.backend import get_array_module
+from .kernels.fused import cg_update
 
 Operator = Callable[[Any], Any]
 
@@ -53,9 +54,8 @@ def conjugate_gradient(
             break
         ap = normal_op(p)
         alpha = rr / _dot(p, ap).real
-        x += alpha * p
-        r -= alpha * ap  # not in place in ap: an operator may return its input (e.g. the FFT's normal)
-        rr_new = _dot(r, r).real
+        # x += alpha p, r -= alpha ap and |r|^2 in one pass (ap is only read: an operator may return its input)
+        rr_new = cg_update(x, r, p, ap, alpha)
         p *= rr_new / rr  # p <- r + beta p without a new array
         p += r
         rr = rr_new
@@ -64,11 +64,20 @@ def conjugate_gradient(
     return x
 
 
-def power_iteration(op: Operator, shape: tuple[int, ...], n_iter: int = 30, seed: int = 0, xp: ModuleType = np) -> float:
+def power_iteration(
+    op: Operator,
+    shape: tuple[int, ...],
+    n_iter: int = 30,
+    seed: int = 0,
+    xp: ModuleType = np,
+    stop_at: float | None = None,
+) -> float:
     """Largest eigenvalue of a Hermitian positive semi-definite ``op`` (e.g. ``A.N``) by power iteration.
 
     Starts from a seeded complex Gaussian vector (made on the host, so every device starts alike)
     and returns the Rayleigh quotient after ``n_iter`` steps; ``xp`` is the array module ``op`` works in.
+    The quotient only grows from step to step (``op`` is positive semi-definite), so ``stop_at`` ends
+    the iteration early once it reaches that value (e.g. near a known upper bound).
     Used to size gradient steps (1 / L) and to scale regularisation to the data.
     """
     rng = np.random.default_rng(seed)
@@ -81,6 +90,8 @@ def power_iteration(op: Operator, shape: tuple[int, ...], n_iter: int = 30, seed
         norm = float(xp.linalg.norm(y.ravel()))
         if norm == 0.0:
             return 0.0
+        if stop_at is not None and eig >= stop_at:
+            break
         x = y / norm
     return eig
 
@@ -98,14 +109,19 @@ def fista(
     ``gradient(x)`` is grad f, ``prox(t, v)`` the prox of ``t g``; ``step`` must be at most 1 / Lipschitz
     constant of grad f (e.g. ``1 / power_iteration(A.N, ...)`` for ``f = ||A x - y||^2 / 2``).
     Momentum ``t_{k+1} = (1 + sqrt(1 + 4 t_k^2)) / 2`` from ``t_0 = 1``. ``callback(k, x)`` after iteration k.
+    The updates run in place on fresh arrays (``gradient``'s and ``prox``'s outputs are not written to).
     """
     x = x0.copy()
     z = x.copy()
     t = 1.0
     for k in range(max_iter):
-        x_new = prox(step, z - step * gradient(z))
-        t_new = (1 + (1 + 4 * t * t) ** 0.5) / 2  # a Python float: keeps complex64 iterates
-        z = x_new + ((t - 1) / t_new) * (x_new - x)
+        v = gradient(z) * -step  # a Python float: keeps complex64 iterates
+        v += z
+        x_new = prox(step, v)
+        t_new = (1 + (1 + 4 * t * t) ** 0.5) / 2
+        z = x_new - x
+        z *= (t - 1) / t_new
+        z += x_new
         x, t = x_new, t_new
         if callback is not None:
             callback(k, x)
@@ -114,7 +130,7 @@ def fista(
 
 def pdhg(
     ops: Sequence[Any],
-    dual_proxes: Sequence[Callable[[float, Any], Any]],
+    dual_proxes: Sequence[Callable[[float, Any], Any] | None],
     x0,
     tau: float,
     sigma: float | Sequence[float] = 1.0,
@@ -128,20 +144,33 @@ def pdhg(
     of ``s f_i*`` (the convex conjugate), ``primal_prox(t, v)`` that of ``t g`` (None: g = 0). One dual
     variable per ``K_i``, all starting at zero, with its own step ``sigma[i]`` (a float: the same for
     all); extrapolation theta = 1. Converges when ``tau * ||sum_i sigma_i K_i^H K_i|| <= 1``
-    (Pock & Chambolle, ICCV 2011, for the per-block steps). ``callback(k, x)`` after iteration k.
+    (Pock & Chambolle, ICCV 2011, for the per-block steps). ``callback(k, x)`` after iteration k
+    (``x`` is updated in place: copy it to keep it).
+    A block with ``dual_proxes[i] = None`` is fused: ``ops[i]`` has ``oshape`` and
+    ``dual_step(u, x, s)``, which sets ``u <- prox_{s f_i*}(u + s K_i x)`` in place and returns
+    ``K_i^H u`` (e.g. ``linop.SenseDataDual``, ``FiniteDifference.linf_dual``).
     """
     xp = get_array_module(x0)
     sigmas = [float(sigma)] * len(ops) if isinstance(sigma, (int, float)) else [float(s) for s in sigma]
     x = x0.copy()
     x_ext = x.copy()
+    x_old = xp.empty_like(x)
     duals = [xp.zeros(op.oshape, dtype=x.dtype) for op in ops]
+
+    def dual_step(op, prox, u, s):
+        if prox is None:
+            return op.dual_step(u, x_ext, s)
+        u[...] = prox(s, u + s * op(x_ext))
+        return op.H(u)
+
     for k in range(max_iter):
-        duals = [prox(s, u + s * op(x_ext)) for op, prox, u, s in zip(ops, dual_proxes, duals, sigmas)]
-        x_old = x
-        x = x - tau * sum(op.H(u) for op, u in zip(ops, duals))
+        x_old[...] = x
+        for op, prox, u, s in zip(ops, dual_proxes, duals, sigmas):
+            x -= tau * dual_step(op, prox, u, s)
         if primal_prox is not None:
             x = primal_prox(tau, x)
-        x_ext = 2 * x - x_old
+        xp.multiply(x, 2, out=x_ext)  # x_ext = 2 x - x_old
+        x_ext -= x_old
         if callback is not None:
             callback(k, x)
     return x

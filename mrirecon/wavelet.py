@@ -5,16 +5,26 @@ flattened into one trailing axis (*batch, n_coefficients). When every level sees
 transformed axis divisible by 2**levels) the operator is unitary: ``W^H W = W W^H = I``. Otherwise a
 level pads an odd length with one zero, the coefficient vector is slightly longer than the image, and
 the operator is an isometry: ``W^H W = I`` and ``W^H`` is the exact adjoint, while ``W W^H`` is the
-projection onto the range. Runs on NumPy or CuPy (``kernels/wavelet.py``).
+projection onto the range. ``shift`` makes it ``W S`` with ``S`` a circular shift of the image (cycle
+spinning: ``shifted`` gives the same transform at another shift, for free on even sizes).
+Runs on NumPy or CuPy (``kernels/wavelet.py``).
 """
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Sequence
 
 from .kernels.backend import get_array_module
-from .kernels.wavelet import daubechies, level_shapes, max_level, wavedec, waverec
+from .kernels.wavelet import (
+    daubechies,
+    level_shapes,
+    level_shifts,
+    max_level,
+    wavedec,
+    waverec,
+)
 from .linop import LinearOperator
 
 
@@ -30,10 +40,18 @@ class Wavelet(LinearOperator):
     """Orthogonal Daubechies wavelet transform of the last ``ndim`` axes (all axes when None).
 
     ``levels`` None picks the most levels whose coarsest band is still at least one filter long
-    (PyWavelets' rule, for the shortest transformed axis).
+    (PyWavelets' rule, for the shortest transformed axis). ``shift`` (one int per transformed axis)
+    transforms ``roll(x, shift)`` instead of ``x``; None is no shift.
     """
 
-    def __init__(self, shape: Sequence[int], ndim: int | None = None, wave: str = "db4", levels: int | None = None):
+    def __init__(
+        self,
+        shape: Sequence[int],
+        ndim: int | None = None,
+        wave: str = "db4",
+        levels: int | None = None,
+        shift: Sequence[int] | None = None,
+    ):
         shape = tuple(int(s) for s in shape)
         ndim = len(shape) if ndim is None else int(ndim)
         if not 1 <= ndim <= len(shape):
@@ -45,6 +63,7 @@ class Wavelet(LinearOperator):
             raise ValueError(f"Wavelet: levels must be >= 1, got {levels}")
         self.filters = daubechies(order)
         self.ndim, self.levels, self.wave = ndim, int(levels), wave
+        self.shift = level_shifts(shift, ndim)
         self.shapes = level_shapes(shape, ndim, self.levels)
         batch = shape[: len(shape) - ndim]
         # per level: 2^ndim - 1 detail bands of the next (halved, padded) shape; then the coarsest band
@@ -55,6 +74,12 @@ class Wavelet(LinearOperator):
         self.band_sizes = tuple(band_sizes)
         super().__init__(batch + (sum(band_sizes),), shape, f"Wavelet({wave}, {self.levels} levels)")
 
+    def shifted(self, shift: Sequence[int]) -> Wavelet:
+        """The same transform of ``roll(x, shift)`` (bands, sizes and shapes unchanged)."""
+        out = copy.copy(self)
+        out.shift = level_shifts(shift, self.ndim)
+        return out
+
     @property
     def unitary(self) -> bool:
         """True when no level pads (every transformed axis divisible by 2**levels): W W^H = I too."""
@@ -63,7 +88,7 @@ class Wavelet(LinearOperator):
     def _apply(self, x):
         xp = get_array_module(x)
         batch = self.oshape[:-1]
-        bands = wavedec(x, self.filters, self.ndim, self.levels)
+        bands = wavedec(x, self.filters, self.ndim, self.levels, self.shift)
         return xp.concatenate([b.reshape(batch + (-1,)) for b in bands], axis=-1)
 
     def _adjoint(self, y):
@@ -75,5 +100,5 @@ class Wavelet(LinearOperator):
             shape = self.shapes[min(i // n_detail + 1, self.levels)]
             bands.append(y[..., start : start + size].reshape(batch + shape[len(batch) :]))
             start += size
-        return waverec(bands, self.filters, self.ndim, self.shapes)
+        return waverec(bands, self.filters, self.ndim, self.shapes, self.shift)
 

@@ -18,11 +18,14 @@ with K = coils x spatial samples x 8 (complex64 k-space of one task), I = the co
 coils and H = 16 x rows x columns of the complex128 Hankel calibration matrix of methods that take
 ``calib``/``kernel`` parameters (ESPIRiT): rows = (calib - kernel + 1)^d, columns = C x kernel^d.
 ``a``, ``b``, ``c`` are per method (``WORKSPACE``), fitted to ``tracemalloc`` peaks on the CPU:
-zerofill peaks at 3.0 K (coil images, magnitudes, sum); sense (max_iter 2) at 17.2 K (96x96, 4 coils),
-26.5 K (128x128, 8 coils), 41.1 K (96x96, 12 coils), 51.2 K (128x128, 16 coils), i.e. about 3.4 K per
-coil (ESPIRiT's per-pixel C x C matrices), plus 1.5-2 MB at calib 24 that does not scale with the image
-(re-measured after the shift-free centred FFT and SENSE normal operator, which dropped the peaks by
-15-25%). The model is 1.23-1.30x those peaks (more when the calibration region is smaller than ``calib``).
+zerofill peaks at 1.06-1.25 K (one out-of-place inverse FFT of the coil images, then the fused RSS
+kernel writes the image; 2.06 K for a single coil, under-estimated: the fallback below covers it); sense
+(max_iter 2) at 6.8 K (96x96, 4 coils), 7.4 K (128x128, 8), 10.8 K (96x96, 12), 11.4 K (128x128, 16),
+17.8 K (64x64, 8), 29.4 K (48x48, 6): ESPIRiT's calibration (Casorati and Gram matrices) dominates and
+does not scale with the image, and its per-pixel matrices are packed Hermitian (C (C + 1) / 2 entries).
+The model is 1.07-1.44x those peaks (re-measured 2026-11-28 after the packed ESPIRiT, the fused SENSE
+operators and the fused zero-filled RSS). tv and l1wavelet peak as sense does at 2 iterations; other
+methods take ``DEFAULT_WORKSPACE``, which adds a coil-sized buffer for dual variables.
 
 When the estimate is wrong anyway, ``run_with_fallback`` catches the out-of-memory error, splits the
 unit in halves and retries them, and runs a single task that still does not fit on the CPU.
@@ -40,8 +43,8 @@ from .store import TaskIndex
 
 BYTES_PER_SAMPLE = 8  # complex64
 # (a, b, c) of the workspace a * K + b * C * K + c * H; measured peaks in the module docstring.
-WORKSPACE: dict[str, tuple[float, float, float]] = {"zerofill": (3.5, 0.0, 0.0), "sense": (3.4, 3.55, 1.7)}
-DEFAULT_WORKSPACE = (4.0, 4.2, 2.0)  # other methods: assume an ESPIRiT-based iterative method
+WORKSPACE: dict[str, tuple[float, float, float]] = {"zerofill": (1.4, 0.0, 0.0), "sense": (1.0, 0.45, 2.5)}
+DEFAULT_WORKSPACE = (2.0, 0.6, 2.6)  # other methods: an ESPIRiT-based iterative method with a coil-sized dual
 DEVICE_FRACTION = 0.8  # share of the free device memory a unit may plan to use (allocator slack)
 DEFAULT_MAX_BATCH = 8
 # Methods whose 3D result may be built from 2D (kz, ky) planes after the readout FFT: zerofill exactly;

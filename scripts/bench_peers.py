@@ -155,6 +155,14 @@ def _from_bart(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.squeeze(array).T)
 
 
+def bart_traj(coord: np.ndarray) -> np.ndarray:
+    """mrirecon trajectory (spokes, samples, ndim), axes ((z,) y, x) in cycles/FOV -> BART's (3, samples,
+    spokes) with (kx, ky, kz) first; both count k in cycles per FOV (k * N), so only the order changes."""
+    traj = np.zeros(coord.shape[:-1] + (3,))
+    traj[..., : coord.shape[-1]] = coord[..., ::-1]
+    return _to_bart(traj, 3)
+
+
 def _slice_major_to_bart(array: np.ndarray) -> np.ndarray:
     """(slice, coil, ky, kx) NumPy -> BART [kx, ky, 1, coil, 1 ..., slice at dim 13]."""
     n_slices, n_coils, ny, nx = array.shape
@@ -248,6 +256,29 @@ class Bart:
             return _from_bart(self.get("zf_out")), {"all": t}
 
         return run
+
+    def nufft(self, coord: np.ndarray, image: np.ndarray, kspace: np.ndarray) -> tuple[Runner, Runner]:
+        """``bart nufft`` forward (image -> samples) and ``bart nufft -a`` adjoint (samples -> image), its defaults.
+
+        ``coord`` (spokes, samples, ndim) in cycles/FOV; ``image`` (coil, *spatial) is the forward input and
+        ``kspace`` (coil, spokes, samples) the adjoint input, both NumPy C-order. BART's NUFFT has its own
+        scaling, so compare after a scale fit. Returns the two runners (outputs in NumPy order).
+        """
+        t = self.put("nufft_traj", bart_traj(coord))
+        padded = image.reshape(image.shape[:1] + (1,) * (4 - image.ndim) + image.shape[1:])  # (coil, z, y, x)
+        x = self.put("nufft_img", padded.T)  # [x, y, z, coil]
+        y = self.put("nufft_ksp", kspace[..., None].T)  # [1, samples, spokes, coil]
+        dims = ":".join(str(n) for n in (image.shape[1:][::-1] + (1, 1))[:3])
+
+        def forward() -> tuple[np.ndarray, dict[str, float]]:
+            seconds = self.call("nufft", t, x, "nufft_fwd")
+            return _from_bart(self.get("nufft_fwd")).reshape(kspace.shape), {"all": seconds}
+
+        def adjoint() -> tuple[np.ndarray, dict[str, float]]:
+            seconds = self.call("nufft", "-a", "-d", dims, t, y, "nufft_adj")
+            return _from_bart(self.get("nufft_adj")).reshape(image.shape), {"all": seconds}
+
+        return forward, adjoint
 
     def sense_slices(self, ksp: np.ndarray, maps_by_slice: np.ndarray, mask: np.ndarray, slices: range) -> Runner:
         """P2: ``bart fft`` along the readout, slices moved to BART's slice dim, one ``pics`` over them.

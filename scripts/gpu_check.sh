@@ -3,7 +3,7 @@
 #
 # Stages, each with its own time limit and its exit code recorded in $OUT/stages.tsv:
 #   gpu      nvidia-smi: the card's model, driver and memory            -> $OUT/gpu.txt
-#   install  carried wheels (.whl/, made by ../shared/tools/device-wheels.sh sigpy) and mrirecon itself
+#   install  carried wheels (.whl/, made by ../shared/tools/device-wheels.sh sigpy threadpoolctl) and mrirecon itself
 #            into a target dir put first on PYTHONPATH                    -> $OUT/install.log
 #   pytest   pytest -m gpu                                                 -> $OUT/pytest_gpu.log, .xml
 #   bench    scripts/benchmark.py --quick --device cuda (SigPy on CuPy too when carried)
@@ -60,7 +60,7 @@ install_all() {
   fi
   "$PY" -P - <<'EOF'
 import importlib
-for name in ("mrirecon", "cupy", "numba", "scipy", "h5py", "sigpy", "dask", "zarr", "nibabel"):
+for name in ("mrirecon", "cupy", "numba", "scipy", "h5py", "sigpy", "dask", "zarr", "nibabel", "threadpoolctl"):
     try:
         module = importlib.import_module(name)
         print(f"{name} {getattr(module, '__version__', '?')} {getattr(module, '__file__', '')}")
