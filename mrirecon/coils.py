@@ -14,13 +14,14 @@ low-resolution coil images instead: at every pixel the locally averaged signal c
 form ``R`` (coil memory per pixel). Both are vectorised over pixels with the array's namespace.
 
 The calibration decomposition and the kernel cross-correlations are small (a few hundred rows and
-columns) and run on the host; the per-pixel work (one image-size FFT per coil pair to form ``W``,
-power iteration for its top eigenvector) runs on the array's device.
+columns) and run on the host; the per-pixel work (one image per coil pair ``c <= d`` to form the
+Hermitian ``W``, power iteration for its top eigenvector: ``kernels/espirit.py``) runs on the array's
+device.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,10 +30,21 @@ from .errors import InputError
 from .kernels.backend import device_of, get_array_module, to_device, to_numpy
 from .kernels.fft import ifftc
 
+if TYPE_CHECKING:  # the methods package imports this module
+    from .methods.params import CoilMapParams
+
 
 def rss(x, axis: int = 0):
-    """Root-sum-of-squares over ``axis`` (the coil axis): real float32 for complex64 input."""
+    """Root-sum-of-squares over ``axis`` (the coil axis): real float32 for complex64 input.
+
+    complex64 (coil, *spatial) with 1 to 3 spatial dims and ``axis=0`` goes through the fused kernel
+    (one read, no temporaries); other layouts and dtypes through NumPy/CuPy.
+    """
+    from .kernels.rss import rss_combine
+
     xp = get_array_module(x)
+    if x.dtype == xp.complex64 and 2 <= x.ndim <= 4 and axis % x.ndim == 0:
+        return rss_combine(x)
     return xp.sqrt(xp.sum(x.real**2 + x.imag**2, axis=axis))
 
 
@@ -104,21 +116,40 @@ def _casorati(calib: np.ndarray, kernel: int) -> np.ndarray:
 
 
 def _kernel_correlations(kernels: np.ndarray) -> np.ndarray:
-    """``r_cd(D) = sum_j sum_w h_jc(w + D) conj(h_jd(w))`` for kernels (j, coil, *window), D centred.
+    """``r_cd(D) = sum_j sum_w h_jc(w + D) conj(h_jd(w))`` for kernels (j, coil, *window), D centred,
+    for the coil pairs ``c <= d`` in row-major order: (n_pairs, *(2*kernel - 1)) complex64.
 
     The per-pixel ESPIRiT operator is the inverse DFT of these cross-correlations,
     ``W_cd(r) = (N/K) sum_j g_jc(r) conj(g_jd(r))`` with ``g_j`` the image-space kernels, so one
-    FFT per coil pair over the image replaces one FFT per kernel and coil plus a per-pixel product.
-    Computed on the host with FFTs of size 2*kernel-1 (no circular wrap).
+    image per coil pair replaces one per kernel and coil plus a per-pixel product; ``W`` is Hermitian,
+    so the pairs ``c > d`` are not needed. Computed on the host with FFTs of size 2*kernel-1 (no
+    circular wrap).
     """
     ndim = kernels.ndim - 2
     size = tuple(2 * k - 1 for k in kernels.shape[2:])
-    axes = tuple(range(2, 2 + ndim))
-    spectra = np.fft.fftn(kernels, s=size, axes=axes)  # (j, coil, *size)
-    cross = np.einsum("jc...,jd...->cd...", spectra, spectra.conj())
-    return np.fft.fftshift(np.fft.ifftn(cross, axes=tuple(range(2, 2 + ndim))), axes=tuple(range(2, 2 + ndim))).astype(
-        np.complex64
-    )
+    axes = tuple(range(1, 1 + ndim))
+    spectra = np.fft.fftn(kernels, s=size, axes=tuple(range(2, 2 + ndim)))  # (j, coil, *size)
+    cross = np.einsum("jc...,jd...->cd...", spectra, spectra.conj())[np.triu_indices(kernels.shape[1])]
+    return np.fft.fftshift(np.fft.ifftn(cross, axes=axes), axes=axes).astype(np.complex64)
+
+
+def _signal_subspace(casorati: np.ndarray, thresh: float) -> np.ndarray:
+    """Right singular vectors (columns, k) of the calibration matrix with singular values above
+    ``thresh * sigma_max``, strongest first.
+
+    From the eigendecomposition of the smaller Gram matrix: ``A^H A`` directly, or ``A A^H = U S^2 U^H``
+    and ``V = A^H U / S`` when there are fewer rows than columns (P1's 2D calibration: 361 rows, 576
+    columns), the LAPACK cost falling with the cube of its size. Only the span of the kept vectors
+    enters the maps.
+    """
+    rows, cols = casorati.shape
+    gram = casorati.conj().T @ casorati if cols <= rows else casorati @ casorati.conj().T
+    sing2, vec = np.linalg.eigh(gram)
+    keep = sing2 > thresh**2 * sing2[-1]
+    sing2, vec = sing2[keep][::-1], vec[:, keep][:, ::-1]
+    if cols <= rows:
+        return vec
+    return (casorati.conj().T @ vec) / np.sqrt(sing2)
 
 
 def espirit_maps(
@@ -140,8 +171,13 @@ def espirit_maps(
     max_iter: power iterations per pixel for the top eigenvector.
 
     Maps are phase-normalised to coil 0 and have sum_c |S_c|^2 = 1 where not cropped. 3D runs natively;
-    its per-pixel coil x coil operators need pixels x coil^2 complex64 of memory.
+    its per-pixel coil x coil operators (Hermitian, upper triangle kept) need pixels x coil(coil+1)/2
+    complex64 of memory.
     """
+    from threadpoolctl import threadpool_limits
+
+    from .kernels.espirit import lag_images, power_maps  # Numba loads on first use, not with coils
+
     xp = get_array_module(kspace)
     n_coils, *spatial = kspace.shape
     spatial = tuple(spatial)
@@ -153,33 +189,17 @@ def espirit_maps(
         )
     if min(spatial) < 2 * kernel - 1:
         raise InputError(None, f"matrix {spatial} is too small for an ESPIRiT kernel of {kernel}")
-    casorati = _casorati(to_numpy(calibration_region(kspace, box)).astype(np.complex128), kernel)
-    # Right singular vectors and squared singular values from the (small) Gram matrix A^H A, formed in
-    # complex128 and decomposed in complex64: the float32 LAPACK path is as accurate for the kept
-    # (> thresh^2 * max) eigenvalues and does not stall when BLAS threads compete for busy cores.
-    sing2, v = np.linalg.eigh((casorati.conj().T @ casorati).astype(np.complex64))
-    keep = v[:, sing2 > thresh**2 * sing2[-1]][:, ::-1]
-    kernels = keep.conj().T.reshape((-1, n_coils) + (kernel,) * ndim)
-
-    n_pix = int(np.prod(spatial))
-    corr = _kernel_correlations(kernels) * np.float32(np.sqrt(n_pix) / kernel**ndim)
-    grid = xp.zeros((n_coils, n_coils) + spatial, dtype=xp.complex64)
-    grid[(slice(None), slice(None)) + centred_box(spatial, corr.shape[2:])] = xp.asarray(corr)
-    gram = ifftc(grid, tuple(range(-ndim, 0))).reshape(n_coils * n_coils, n_pix)
-    gram = xp.ascontiguousarray(gram.T).reshape(n_pix, n_coils, n_coils)  # W(r), one coil x coil per pixel
-
-    vec = gram.sum(axis=2)  # W @ ones: a start vector with weight on the dominant direction
-    eig = xp.zeros(n_pix, dtype=xp.float32)
-    for _ in range(max_iter):
-        norm = xp.linalg.norm(vec, axis=1)
-        vec = vec / xp.maximum(norm, np.float32(1e-30))[:, None]
-        w_vec = xp.matmul(gram, vec[:, :, None])[:, :, 0]
-        eig = xp.sum(vec.conj() * w_vec, axis=1).real
-        vec = w_vec
-    vec = vec / xp.maximum(xp.linalg.norm(vec, axis=1), np.float32(1e-30))[:, None]
-    vec = vec * (eig > crop)[:, None]
-    maps = align_phase(vec.T.reshape((n_coils,) + spatial), np.eye(n_coils, 1)[:, 0])
-    return xp.ascontiguousarray(maps.astype(xp.complex64))
+    # BLAS on one thread: OpenBLAS's pool, beside Numba's, stalls when a core is busy (the 361x361
+    # eigh of P1: 0.04 s on one thread, 0.5-5 s on two at load 3) and spins on into the power iteration
+    with threadpool_limits(1, user_api="blas"):
+        casorati = _casorati(to_numpy(calibration_region(kspace, box)).astype(np.complex128), kernel)
+        kernels = _signal_subspace(casorati, thresh).conj().T.reshape((-1, n_coils) + (kernel,) * ndim)
+        # W(r) = (N/K) * the centred inverse DFT of the correlations, N/K = n_pix / kernel^ndim: the
+        # packed upper triangle (pair, *spatial), a direct DFT per axis of the (2*kernel-1)^ndim lags
+        lags = _kernel_correlations(kernels) * np.float32(1.0 / kernel**ndim)
+        gram = lag_images(xp.asarray(lags), spatial).reshape(len(lags), -1)
+    maps = power_maps(gram, n_coils, max_iter, crop)
+    return maps.reshape((n_coils,) + spatial)
 
 
 # --- coil-space transforms -----------------------------------------------------------------------
@@ -354,22 +374,16 @@ def inati_maps(images: Any, window: int = 7, thresh: float = 1e-3, n_iter: int =
 MAP_METHODS = ("espirit", "walsh", "inati")
 
 
-def espirit_options(method: str, kernel: int, thresh: float, crop: float) -> dict[str, Any]:
-    """The ESPIRiT-only options when ``method`` is ESPIRiT, else none (Walsh/Inati keep their defaults)."""
-    return {"kernel": kernel, "thresh": thresh, "crop": crop} if method == "espirit" else {}
-
-
-def task_maps(
-    ksp: KSpace, maps: Any, owner: str, method: str, *, calib: int, kernel: int, thresh: float, crop: float
-) -> Any:
-    """Coil maps of one Cartesian task: ``maps`` as given, or estimated by ``method`` when None.
+def task_maps(ksp: KSpace, coils: CoilMapParams, owner: str) -> Any:
+    """Coil maps of one Cartesian task: ``coils.maps`` as given, or estimated as ``coils`` says when None.
 
     Returned as complex64 on the data's device; ``InputError`` (naming ``owner``) when their shape
     differs from the k-space's (coil, *spatial).
     """
     xp = get_array_module(ksp.data)
+    maps = coils.maps
     if maps is None:
-        maps = coil_maps(ksp, method, calib=calib, **espirit_options(method, kernel, thresh, crop))
+        maps = coil_maps(ksp, coils.coil_maps, calib=coils.calib, **coils.estimator_options())
     maps = xp.asarray(maps, dtype=xp.complex64)
     if tuple(maps.shape) != tuple(ksp.data.shape):
         raise InputError(None, f"{owner}: coil maps have shape {tuple(maps.shape)}, k-space has {tuple(ksp.data.shape)}")

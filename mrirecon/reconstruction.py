@@ -21,7 +21,7 @@ from .coils import apply_coil_matrix, transform_coils
 from .compression import fit_compression
 from .data import Image, KSpace, Provenance
 from .errors import InputError
-from .kernels.backend import get_array_module, resolve_device, to_device, to_numpy
+from .kernels.backend import device_of, get_array_module, resolve_device, to_device, to_numpy
 from .methods import get_method
 from .noise import whitener
 
@@ -58,15 +58,26 @@ def _recordable(value: Any) -> Any:
 
 
 def _task(ksp: KSpace, index: tuple[int, ...]) -> KSpace:
-    """One batch entry as a ``("coil", *spatial)`` KSpace (calibration follows, see ``KSpace.select``)."""
+    """One batch entry as a ``("coil", *spatial)`` KSpace (calibration follows, see ``KSpace.select``);
+    ``ksp`` itself when it has no batch dims (nothing to select)."""
+    if not index:
+        return ksp
     return ksp.select(**dict(zip(ksp.batch_dims, (int(i) for i in index))))
+
+
+def _on_device(ksp: KSpace, device: str) -> KSpace:
+    """``ksp`` on ``device``: itself when every array is there already (``KSpace.to`` would copy no
+    array, only rebuild and re-validate the dataclass), else ``ksp.to(device)``."""
+    arrays = (ksp.data, ksp.mask, ksp.trajectory, ksp.noise, ksp.calibration)
+    if all(a is None or device_of(a) == device for a in arrays):
+        return ksp
+    return ksp.to(device)
 
 
 def _synchronize(xp) -> None:
     """Wait for queued GPU work so that timings cover it (NumPy has nothing queued)."""
-    cuda = getattr(xp, "cuda", None)
-    if cuda is not None:
-        cuda.get_current_stream().synchronize()
+    if xp is not np:
+        xp.cuda.get_current_stream().synchronize()
 
 
 def _check_preprocessing(whiten: Any, coil_compression: Any) -> None:
@@ -162,7 +173,7 @@ def recon(
     sha = _input_sha256(ksp)
 
     t0 = time.perf_counter()
-    work = ksp.to(target)
+    work = _on_device(ksp, target)
     xp = get_array_module(work.data)
     t_in = time.perf_counter() - t0
 
@@ -175,7 +186,7 @@ def recon(
     w = whitener(work) if recipe.get("whiten") else None
     for index in np.ndindex(*batch_shape):
         task, task_params = _preprocess(_task(work, index), w, coil_compression, used)
-        out[index] = info.fn(task, **task_params)[crop]
+        out[index] = info(task, **task_params)[crop]
     _synchronize(xp)
     t_method = time.perf_counter() - t0
 

@@ -23,20 +23,26 @@ import platform
 import sys
 
 import numpy as np
-from bench_peers import Bart, _to_bart, bart_executable, sigpy_device
+from bench_peers import Bart, bart_executable, bart_traj, sigpy_device
 from bench_timing import median_time, timed
 from mrirecon.kernels.backend import get_array_module, to_device, to_numpy
 from mrirecon.kernels.nufft import NufftPlan
 
 from mrirecon import sim
 from mrirecon.data import KSpace, KSpaceHeader
-from mrirecon.methods.noncartesian import nufft_sense
+from mrirecon.methods import get_method
 from mrirecon.nufft import ACCURACY, NUFFT, StackedNUFFT
 
 
 def rel_err(a, b) -> float:
     a, b = to_numpy(a), to_numpy(b)
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def scaled_rel_err(a, b) -> float:
+    """||s a - b|| / ||b|| with the least-squares complex scale s (BART's NUFFT scales differently)."""
+    a, b = np.asarray(to_numpy(a), np.complex128).ravel(), np.asarray(to_numpy(b), np.complex128).ravel()
+    return float(np.linalg.norm(a * (np.vdot(a, b) / np.vdot(a, a)) - b) / np.linalg.norm(b))
 
 
 def scaled_nrmse(x, truth) -> float:
@@ -53,12 +59,13 @@ def _images(n_coils: int, shape: tuple[int, ...], seed: int) -> np.ndarray:
 
 
 def bench_nufft(name: str, coord: np.ndarray, shape: tuple[int, ...], coils: list[int], args, rows: list[dict]) -> None:
-    """Forward and adjoint NUFFT throughput of mrirecon (default accuracy) and SigPy (its defaults)."""
+    """Forward and adjoint NUFFT throughput of mrirecon (default accuracy), SigPy and BART (their defaults)."""
     xp = np if args.device == "cpu" else __import__("cupy")
     n_points = math.prod(coord.shape[:-1])
     dev_coord = to_device(coord, args.device)
     spdev = sigpy_device(args.device != "cpu")
     for n_coils in coils:
+        first = len(rows)
         image = to_device(_images(n_coils, shape, 1), args.device)
         op = NUFFT(dev_coord, shape, (n_coils,))
         ref = NUFFT(dev_coord, shape, (n_coils,), accuracy="high")
@@ -89,7 +96,29 @@ def bench_nufft(name: str, coord: np.ndarray, shape: tuple[int, ...], coils: lis
                     dict(task=f"{name} adj", coils=n_coils, tool=f"sigpy-{args.device}", seconds=sadj,
                          pts_per_s=n_points * n_coils / sadj, rel_err=rel_err(sp.nufft_adjoint(s_y, s_coord, oshape), x_ref)),
                 ]
-        print_rows(rows[-4:])
+        if args.device == "cpu" and bart_executable() and not args.no_bart:
+            rows += bart_nufft_rows(name, coord, to_numpy(image), to_numpy(y_ref), to_numpy(x_ref), args)
+        print_rows(rows[first:])
+
+
+def bart_nufft_rows(name: str, coord: np.ndarray, image: np.ndarray, y_ref: np.ndarray, x_ref: np.ndarray,
+                    args) -> list[dict]:
+    """``bart nufft`` forward and ``-a`` adjoint on the inputs mrirecon got: process wall time (one warm-up,
+    median of ``args.repeats``), error against the high-accuracy NUFFT after a least-squares complex scale."""
+    n_points = image.shape[0] * math.prod(coord.shape[:-1])
+    bart = Bart(threads=args.threads)
+    rows = []
+    try:
+        for label, run, ref in zip(("fwd", "adj"), bart.nufft(coord, image, y_ref), (y_ref, x_ref)):
+            run()  # warm-up
+            runs = [run() for _ in range(args.repeats)]
+            seconds = float(np.median([stages["all"] for _, stages in runs]))
+            rows.append(dict(task=f"{name} {label}", coils=image.shape[0], tool="bart-cpu", seconds=seconds,
+                             pts_per_s=n_points / seconds, rel_err=scaled_rel_err(runs[-1][0], ref),
+                             note="bart nufft (process wall time); rel. error after a complex scale fit"))
+    finally:
+        bart.close()
+    return rows
 
 
 def bench_stack(args, rows: list[dict]) -> None:
@@ -125,7 +154,7 @@ def bench_sense(args, rows: list[dict]) -> None:
     xp = get_array_module(ksp.data)
 
     def ours():
-        return nufft_sense(ksp, lam=lam, max_iter=30, tol=0.0, maps=dev_maps)
+        return get_method("nufft_sense")(ksp, lam=lam, max_iter=30, tol=0.0, maps=dev_maps)
 
     seconds = median_time(ours, args.repeats, xp)
     rows.append(dict(task="CG-SENSE 402x256 8ch 256^2", coils=n_coils, tool="mrirecon", seconds=seconds,
@@ -149,9 +178,7 @@ def bench_sense(args, rows: list[dict]) -> None:
     if args.device == "cpu" and bart_executable() and not args.no_bart:
         bart = Bart(threads=args.threads)
         try:
-            traj = np.zeros(coord.shape[:-1] + (3,))
-            traj[..., 0], traj[..., 1] = coord[..., 1], coord[..., 0]  # BART: (kx, ky, kz) first
-            bart.put("traj", _to_bart(traj, 3))
+            bart.put("traj", bart_traj(coord))
             bart.put("ksp", y.reshape(n_coils, 402, n, 1).T)
             bart.put("maps", maps.reshape(n_coils, 1, n, n).T)
             cmd = ("pics", "-S", "-l2", "-r", lam * density, "-i", 30, "-w", 1, "-t", "traj", "ksp", "maps", "out")

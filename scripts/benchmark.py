@@ -250,8 +250,9 @@ def p2_task(p: Problem3D, args: argparse.Namespace, peers: dict[str, Any], xp: M
 def p3_rows(args: argparse.Namespace) -> list[Row]:
     """P3 (golden-angle radial 402 x 256, 8 coils, 256^2) through ``scripts/bench_nufft.py``'s own runs.
 
-    NUFFT forward/adjoint: mrirecon and SigPy, scored by the relative error against mrirecon's
-    high-accuracy NUFFT (in the NRMSE column); CG-SENSE 30 it: mrirecon, SigPy, BART, NRMSE of |x|.
+    NUFFT forward/adjoint: mrirecon, SigPy and BART, scored by the relative error against mrirecon's
+    high-accuracy NUFFT (in the NRMSE column; BART's after a least-squares complex scale, since its
+    NUFFT scaling differs); CG-SENSE 30 it: mrirecon, SigPy, BART, NRMSE of |x|.
     bench_nufft times with one warm-up and the median of ``--repeats``; it has no floor.
     """
     options = argparse.Namespace(device=args.device, repeats=args.repeats, threads=args.threads,
@@ -263,6 +264,8 @@ def p3_rows(args: argparse.Namespace) -> list[Row]:
     for r in found:
         tool = {"sigpy-cpu": "sigpy", "sigpy-cuda": "sigpy-cupy", "bart-cpu": "bart"}.get(r["tool"], r["tool"])
         note = "NRMSE column: relative error vs high-accuracy NUFFT" if "rel_err" in r else r.get("note", "")
+        if "rel_err" in r and tool == "bart":
+            note += "; BART after a least-squares complex scale"
         rows.append(Row("P3", r["task"], tool, median_s=r["seconds"], nrmse=r.get("rel_err", r.get("nrmse")), note=note))
     return rows
 

@@ -11,6 +11,7 @@ from mrirecon.errors import InputError
 from mrirecon.finite_difference import FiniteDifference
 from mrirecon.linop import Multiply
 from mrirecon.methods.l1wavelet import sense_model
+from mrirecon.methods.params import CoilMapParams
 from mrirecon.prox import project_linf_ball, prox_l2_conjugate, soft_threshold
 from mrirecon.reconstruction import recon
 from mrirecon.solvers import fista, pdhg, power_iteration
@@ -148,7 +149,7 @@ def test_relative_lam_follows_the_data_scale(phantom_r4, phantom_maps):
     """k-space x 1000 gives the image x 1000 with relative lam; relative=False takes lam as lam_abs."""
     ksp = phantom_r4[2]
     big = type(ksp)(ksp.data * 1000, ksp.dims, ksp.header, ksp.mask)
-    a, y = sense_model(ksp, "test", phantom_maps, "espirit", 24, 6, 0.02, 0.95)
+    a, y = sense_model(ksp, "test", CoilMapParams(maps=phantom_maps))
     scale = float(np.abs(a.H(y)).max())
     for name, lam in (("l1wavelet", 3e-4), ("tv", 0.002)):  # the defaults
         ref = recon(ksp, name, maps=phantom_maps, max_iter=10).data

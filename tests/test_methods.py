@@ -10,6 +10,7 @@ import pytest
 from mrirecon import methods, sim
 from mrirecon.errors import InputError
 from mrirecon.kernels.backend import gpu_available
+from mrirecon.methods.params import CoilMapParams  # module level: the registry resolves annotations here
 from mrirecon.reconstruction import recon
 
 
@@ -194,3 +195,25 @@ def test_every_method_on_gpu_matches_cpu(phantom_r4, name):
     assert isinstance(gpu.data, cp.ndarray) and gpu.provenance.device == "cuda"
     err = np.linalg.norm(cp.asnumpy(gpu.data) - cpu.data) / np.linalg.norm(cpu.data)
     assert err < 1e-4  # complex64 FFTs and reductions in a different order
+
+
+def test_coil_map_parameters_are_one_shared_group():
+    """sense, l1wavelet, tv and nufft_sense take the same coil-map parameters, documented once
+    (``CoilMapParams``); the registry lists them flat and refuses a group that repeats a name."""
+    from mrirecon.cli import phantom_kspace
+    from mrirecon.methods import get_method, register
+
+    fields = tuple(f.name for f in dataclasses.fields(CoilMapParams))
+    for name in ("sense", "l1wavelet", "tv", "nufft_sense"):
+        info = get_method(name)
+        assert info.groups == (("coils", CoilMapParams, fields),)
+        flat = {p.name: p for p in info.params}
+        assert all(flat[f].default == getattr(CoilMapParams(), f) and flat[f].doc for f in fields)
+    with pytest.raises(TypeError, match="repeats a parameter"):
+
+        @register("repeats_calib", summary="never registered")
+        def repeats_calib(ksp, *, calib: int = 24, coils: CoilMapParams = CoilMapParams()):
+            """calib: a second calib."""
+
+    with pytest.raises(InputError, match="must be int"):
+        recon(phantom_kspace(matrix=32, slices=1, coils=4), "sense", calib=2.5)

@@ -125,7 +125,7 @@ def test_user_maps_are_whitened_with_the_data(correlated):
     # measured 0.175 with the true maps whitened alike; 0.389 without whitening at all; 0.606 when
     # whitened data meet maps that were not whitened (what recon must avoid)
     assert _nrmse(recon(noisy, "sense", maps=maps).data, image) < 0.19
-    assert _nrmse(get_method("sense").fn(whiten(noisy), maps=maps), image) > 0.55
+    assert _nrmse(get_method("sense")(whiten(noisy), maps=maps), image) > 0.55
 
 
 def test_whitening_needs_noise_and_a_valid_covariance(phantom_r4):

@@ -4,10 +4,13 @@ A method is a function ``fn(ksp, *, param=default, ...) -> image`` that takes on
 (dims ``("coil", *spatial)``, arrays already on the target device) and returns the complex image
 (*spatial) on the same device. Its parameters are the keyword-only arguments; their docs are the
 ``name: text`` lines of the docstring. Adding a method is one module that decorates its function with
-``@register(...)`` and is imported at the bottom of this file.
+``@register(...)`` and is imported at the bottom of this file. Parameters that several methods share
+are one argument annotated with a ``ParamGroup`` (``mrirecon.methods.params``): the registry lists its
+fields as flat parameters and gathers them back when it calls the method (``MethodInfo.__call__``).
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 import types
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputError
+from .params import ParamGroup
 
 MethodFn = Callable[..., Any]
 
@@ -45,6 +49,14 @@ class MethodInfo:
     reference: str
     params: tuple[ParamInfo, ...]
     fn: MethodFn
+    groups: tuple[tuple[str, type[ParamGroup], tuple[str, ...]], ...] = ()  # (argument, group class, its fields)
+
+    def __call__(self, ksp: Any, **params: Any) -> Any:
+        """Run the method on one task with flat ``params`` (checked and completed by ``bind``)."""
+        bound = self.bind(params)
+        for argument, group, fields in self.groups:
+            bound[argument] = group(**{f: bound.pop(f) for f in fields})
+        return self.fn(ksp, **bound)
 
     def bind(self, params: dict[str, Any]) -> dict[str, Any]:
         """All parameters (defaults filled in) after checking names and value types; else ``InputError``."""
@@ -112,15 +124,34 @@ def register(name: str, *, summary: str, reference: str = "") -> Callable[[Metho
         sig = inspect.signature(fn)
         hints = typing.get_type_hints(fn)
         docs = _param_docs(inspect.getdoc(fn) or "")
-        params = []
+        params, groups = [], []
         for p in list(sig.parameters.values())[1:]:
             if p.kind is not inspect.Parameter.KEYWORD_ONLY or p.default is inspect.Parameter.empty:
                 raise TypeError(f"method {name!r}: parameter {p.name!r} must be keyword-only with a default")
-            params.append(ParamInfo(p.name, p.default, docs.get(p.name, ""), hints.get(p.name, Any)))
-        _REGISTRY[name] = MethodInfo(name, summary, reference, tuple(params), fn)
+            hint = hints.get(p.name, Any)
+            if isinstance(hint, type) and issubclass(hint, ParamGroup):
+                fields = _group_params(hint, p.default)
+                groups.append((p.name, hint, tuple(f.name for f in fields)))
+                params.extend(fields)
+            else:
+                params.append(ParamInfo(p.name, p.default, docs.get(p.name, ""), hint))
+        names = [p.name for p in params]
+        if len(set(names)) != len(names):
+            raise TypeError(f"method {name!r}: a parameter group repeats a parameter name ({', '.join(names)})")
+        _REGISTRY[name] = MethodInfo(name, summary, reference, tuple(params), fn, tuple(groups))
         return fn
 
     return deco
+
+
+def _group_params(group: type[ParamGroup], default: ParamGroup) -> list[ParamInfo]:
+    """A group's fields as flat parameters, defaults from the method's default instance ``default``."""
+    if not isinstance(default, group):
+        raise TypeError(f"the default of a {group.__name__} parameter must be a {group.__name__} instance")
+    docs = _param_docs(inspect.getdoc(group) or "")
+    hints = typing.get_type_hints(group)
+    return [ParamInfo(f.name, getattr(default, f.name), docs.get(f.name, ""), hints.get(f.name, Any))
+            for f in dataclasses.fields(group)]
 
 
 def get_method(name: str) -> MethodInfo:

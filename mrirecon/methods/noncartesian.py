@@ -21,6 +21,7 @@ from ..linop import LinearOperator, Sense
 from ..nufft import NUFFT, StackedNUFFT, stack_partitions
 from ..solvers import conjugate_gradient
 from . import register
+from .params import CoilMapParams
 
 DCF_METHODS = ("pipe_menon", "ramp")
 
@@ -137,14 +138,15 @@ class SenseNUFFT(LinearOperator):
 
 
 def sense_nufft_model(
-    ksp: KSpace, maps: Any = None, coil_maps: str = "espirit", accuracy: str = "default", toeplitz: bool = True, **options: Any
+    ksp: KSpace, coils: CoilMapParams, accuracy: str = "default", toeplitz: bool = True
 ) -> SenseNUFFT:
-    """``SenseNUFFT`` of one non-Cartesian task; maps estimated by ``coil_maps`` (``options`` go to
-    ``gridded_coil_maps``) when None. Shared by CG-SENSE and the compressed-sensing methods."""
+    """``SenseNUFFT`` of one non-Cartesian task; maps estimated from the gridded data as ``coils`` says
+    (``gridded_coil_maps``) when not given. Shared by CG-SENSE and the compressed-sensing methods."""
     xp = get_array_module(ksp.data)
     a = nufft_for(ksp, accuracy, toeplitz)
+    maps = coils.maps
     if maps is None:
-        maps = gridded_coil_maps(ksp, coil_maps, **options)
+        maps = gridded_coil_maps(ksp, coils.coil_maps, coils.calib, **coils.estimator_options())
     return SenseNUFFT(a, xp.asarray(maps, dtype=xp.complex64))
 
 
@@ -166,7 +168,7 @@ def gridding(ksp: KSpace, *, dcf: str = "pipe_menon", dcf_iter: int = 15, accura
 
 @register(
     "nufft_sense",
-    summary="Non-Cartesian CG-SENSE: NUFFT with Toeplitz normal operator, ESPIRiT maps from the gridded centre",
+    summary="Non-Cartesian CG-SENSE: NUFFT with Toeplitz normal operator, ESPIRiT, Walsh or Inati maps from the gridded data",
     reference="Pruessmann et al., MRM 46:638 (2001); Fessler, IEEE TSP 53:3393 (2005) for the Toeplitz embedding",
 )
 def nufft_sense(
@@ -175,15 +177,11 @@ def nufft_sense(
     lam: float = 0.01,
     max_iter: int = 30,
     tol: float = 1e-4,
-    maps: Any = None,
     accuracy: str = "default",
     toeplitz: bool = True,
     dcf: str = "none",
     dcf_iter: int = 15,
-    calib: int = 24,
-    kernel: int = 6,
-    thresh: float = 0.02,
-    crop: float = 0.95,
+    coils: CoilMapParams = CoilMapParams(),
 ) -> Any:
     """CG-SENSE image (*image_shape), 2D or 3D non-Cartesian: min ||A S x - y||^2 + lam_abs ||x||^2.
 
@@ -197,18 +195,15 @@ def nufft_sense(
         a dcf the sum of the weights replaces the number of samples.
     max_iter: conjugate-gradient iterations.
     tol: stop early when the CG residual falls below tol * ||A^H y||.
-    maps: coil sensitivities (coil, *image_shape); None estimates them with ESPIRiT on the gridded centre.
     accuracy: NUFFT accuracy, "default" (relative error < 1e-3) or "high" (< 1e-5).
     toeplitz: run A^H A as a convolution on the doubled grid instead of interp + spread (no dcf).
     dcf: density-compensation preconditioner: "none", "pipe_menon" or "ramp" (radial spokes only).
     dcf_iter: Pipe–Menon iterations.
-    calib: largest ESPIRiT calibration box edge (shrunk to the centre sampled at Nyquist).
-    kernel: ESPIRiT kernel edge.
-    thresh: ESPIRiT singular-value threshold relative to the largest.
-    crop: ESPIRiT eigenvalue threshold; maps are zero below it.
+    coils: coil maps: maps, coil_maps, calib, kernel, thresh, crop (``CoilMapParams``), estimated on
+        the gridded data (ESPIRiT: on its centre sampled at Nyquist).
     """
     xp = get_array_module(ksp.data)
-    a = sense_nufft_model(ksp, maps, "espirit", accuracy, toeplitz, calib=calib, kernel=kernel, thresh=thresh, crop=crop)
+    a = sense_nufft_model(ksp, coils, accuracy, toeplitz)
     maps = a.sense.maps
     if dcf == "none":
         normal, rhs, total_weight = a.N, a.H(ksp.data), float(np.prod(a.nufft.sample_shape))

@@ -9,6 +9,7 @@ from ..kernels.backend import get_array_module
 from ..linop import FFT, Sampling, Sense, SenseNormal
 from ..solvers import conjugate_gradient
 from . import register, require_cartesian
+from .params import CoilMapParams
 
 
 @register(
@@ -22,12 +23,7 @@ def sense(
     lam: float = 0.01,
     max_iter: int = 30,
     tol: float = 1e-4,
-    maps: Any = None,
-    coil_maps: str = "espirit",
-    calib: int = 24,
-    kernel: int = 6,
-    thresh: float = 0.02,
-    crop: float = 0.95,
+    coils: CoilMapParams = CoilMapParams(),
 ) -> Any:
     """SENSE image (*spatial), 2D or 3D Cartesian, any undersampling pattern.
 
@@ -37,21 +33,15 @@ def sense(
         the bound of the largest eigenvalue of A^H A (1 for ESPIRiT maps).
     max_iter: conjugate-gradient iterations.
     tol: stop early when the CG residual falls below tol * ||A^H y||.
-    maps: coil sensitivities (coil, *spatial); None estimates them by coil_maps.
-    coil_maps: how to estimate maps when none are given: "espirit", "walsh" or "inati" (adaptive,
-        from the low-resolution calibration images, default smoothing window).
-    calib: calibration box edge (shrunk to the fully sampled centre), for every coil_maps choice.
-    kernel: ESPIRiT kernel edge.
-    thresh: ESPIRiT singular-value threshold relative to the largest.
-    crop: ESPIRiT eigenvalue threshold; maps are zero below it.
+    coils: coil maps: maps, coil_maps, calib, kernel, thresh, crop (``CoilMapParams``).
     """
     require_cartesian(ksp, "sense")
     xp = get_array_module(ksp.data)
     y = ksp.data
-    maps = task_maps(ksp, maps, "sense", coil_maps, calib=calib, kernel=kernel, thresh=thresh, crop=crop)
+    maps = task_maps(ksp, coils, "sense")
     mask = sampled_mask(y, ksp.mask)
     a = Sampling(y.shape, mask) @ FFT(y.shape, ndim=len(ksp.spatial_dims)) @ Sense(maps)
     lam_abs = lam * float(xp.max(xp.sum(maps.real**2 + maps.imag**2, axis=0)))
     # CG runs where the FFT centring is folded into maps and mask (no shift copies per iteration)
-    normal = SenseNormal(maps, mask, lam_abs)
+    normal = SenseNormal.of(a, lam_abs)  # shares the model's folded maps and coil buffer
     return normal.centre(conjugate_gradient(normal, normal.uncentre(a.H(y)), max_iter=max_iter, tol=tol))

@@ -15,10 +15,12 @@ from ..data import KSpace
 from ..errors import InputError
 from ..finite_difference import FiniteDifference
 from ..kernels.backend import get_array_module
-from ..prox import project_linf_ball, prox_l2_conjugate
+from ..linop import CartesianSense
+from ..prox import prox_l2_conjugate
 from ..solvers import pdhg
 from . import register
 from .l1wavelet import absolute_weight, inverse_lipschitz, sense_model
+from .params import CoilMapParams
 
 
 @register(
@@ -35,12 +37,7 @@ def tv(
     isotropic: bool = False,
     step_ratio: float = 10.0,
     power_iter: int = 30,
-    maps: Any = None,
-    coil_maps: str = "espirit",
-    calib: int = 24,
-    kernel: int = 6,
-    thresh: float = 0.02,
-    crop: float = 0.95,
+    coils: CoilMapParams = CoilMapParams(),
 ) -> Any:
     """Total-variation image (*spatial), 2D or 3D, Cartesian (any undersampling) or non-Cartesian.
 
@@ -58,28 +55,27 @@ def tv(
         sigma = 1 and G unnormalised: 0.18) and come within 1.5 % of the converged real brain at
         lam_abs 0.005 (SigPy's steps: 3.6 % after 100).
     power_iter: power iterations on A^H A + G^H G / (4 ndim) for the primal step.
-    maps: coil sensitivities (coil, *spatial); None estimates them by coil_maps.
-    coil_maps: how to estimate maps when none are given: "espirit", "walsh" or "inati".
-    calib: calibration box edge (shrunk to the fully sampled centre), for every coil_maps choice.
-    kernel: ESPIRiT kernel edge.
-    thresh: ESPIRiT singular-value threshold relative to the largest.
-    crop: ESPIRiT eigenvalue threshold; maps are zero below it.
+    coils: coil maps: maps, coil_maps, calib, kernel, thresh, crop (``CoilMapParams``).
     """
-    a, y = sense_model(ksp, "tv", maps, coil_maps, calib, kernel, thresh, crop)
+    a, y = sense_model(ksp, "tv", coils)
     xp = get_array_module(y)
     g = FiniteDifference(a.ishape)
-    aty = a.H(y)
-    lam_abs = absolute_weight(lam, relative, aty)
+    lam_abs = absolute_weight(lam, relative, a.H(y) if relative else None)
     if step_ratio <= 0:
         raise InputError(None, f"step_ratio must be > 0, got {step_ratio}")
     g_norm2 = 4.0 * len(a.ishape)
     normal_a, normal_g = a.N, g.N
     tau = step_ratio * inverse_lipschitz(lambda v: normal_a(v) + normal_g(v) / g_norm2, a.ishape, xp, power_iter)
     group = 0 if isotropic else None
+    # fused dual blocks (one pass per step, see pdhg) where the operator has one, else operator + prox
+    if isinstance(a, CartesianSense):
+        data, data_prox = a.l2_dual(y), None
+    else:
+        data, data_prox = a, lambda s, v: prox_l2_conjugate(s, v, y)
     return pdhg(
-        [a, g],
-        [lambda s, v: prox_l2_conjugate(s, v, y), lambda s, v: project_linf_ball(v, lam_abs, group)],
-        xp.zeros_like(aty),
+        [data, g.linf_dual(lam_abs, group)],
+        [data_prox, None],
+        xp.zeros(a.ishape, dtype=xp.complex64),
         tau,
         sigma=(1 / step_ratio, 1 / (step_ratio * g_norm2)),
         max_iter=max_iter,
