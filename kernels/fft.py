@@ -75,3 +75,29 @@ def fftc(x, axes: Sequence[int] = (-2, -1)):
 def ifftc(x, axes: Sequence[int] = (-2, -1)):
     """Centred orthonormal inverse FFT over ``axes`` (k-space -> image). Keeps complex64."""
     return _centred(x, axes, inverse=True)
+
+
+def ifftc_planes(x, axis: int, keep: Sequence[int] | None = None):
+    """``moveaxis(ifftc(x, (axis,)), axis, 0)[keep]``, contiguous: the hybrid-space planes of a volume
+    whose readout ``axis`` is fully sampled, one plane per readout position (``keep``: which; all by default).
+
+    Two passes instead of four (shift copy, FFT, shift, transposing copy): an out-of-place unshifted
+    inverse FFT, then the transposing copy, which applies the centring as it copies. For even n the
+    input ``ifftshift`` is a modulation, i.e. a shift of the output, so
+    ``ifftc(x)[m] = (-1)**(n/2) (-1)**m ifft(x)[(m + n/2) % n]``. Odd n (no such identity with a real
+    sign) takes the centred FFT and then the copy.
+    """
+    xp = get_array_module(x)
+    axis = axis % x.ndim
+    n = x.shape[axis]
+    wanted = np.arange(n) if keep is None else np.asarray(keep, dtype=np.int64)
+    if n % 2:  # odd: the shifts do not reduce to a permutation and a sign
+        return xp.ascontiguousarray(xp.moveaxis(ifftc(x, (axis,)), axis, 0)[wanted])
+    y = fft_uncentred(x, (axis,), inverse=True, overwrite=False)
+    source = (wanted + n // 2) % n
+    signs = ((-1.0) ** (n // 2)) * (1 - 2 * (wanted % 2))  # (-1)**(n/2) (-1)**m
+    planes = xp.moveaxis(y, axis, 0)
+    out = xp.empty((wanted.size, *planes.shape[1:]), dtype=y.dtype)
+    for k, (m, sign) in enumerate(zip(source.tolist(), signs.tolist())):
+        xp.multiply(planes[m], y.dtype.type(sign), out=out[k])
+    return out

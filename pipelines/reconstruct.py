@@ -35,7 +35,7 @@ from mrirecon.errors import InputError
 from mrirecon.io import open_raw
 from mrirecon.io.base import file_sha256
 from mrirecon.kernels.backend import get_array_module, resolve_device, to_numpy
-from mrirecon.kernels.fft import ifftc
+from mrirecon.kernels.fft import ifftc_planes
 from mrirecon.reconstruction import bind_params, crop_box, recon
 
 from .nifti import nifti_suffix, write_nifti
@@ -194,10 +194,8 @@ def readout_planes(ksp: KSpace, slabs: Sequence[slice]) -> KSpace:
     dims (ky, kx) stand for (kz, ky), with the recon matrix and mask to match.
     """
     xp = get_array_module(ksp.data)
-    hybrid = ifftc(ksp.data, (-1,))
-    hybrid = hybrid[..., crop_box(ksp.spatial_shape, ksp.header.recon_matrix)[-1]]
-    keep = np.concatenate([np.arange(hybrid.shape[-1])[s] for s in slabs])
-    planes = xp.ascontiguousarray(xp.moveaxis(hybrid[..., keep], -1, 0))
+    positions = np.arange(ksp.data.shape[-1])[crop_box(ksp.spatial_shape, ksp.header.recon_matrix)[-1]]
+    planes = ifftc_planes(ksp.data, -1, np.concatenate([positions[s] for s in slabs]))
     mask = None if ksp.mask is None else xp.asarray(ksp.mask).astype(bool).any(axis=-1)
     rz, ry, _ = ksp.header.recon_matrix
     header = dataclasses.replace(ksp.header, recon_matrix=(1, rz, ry))

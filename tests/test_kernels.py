@@ -127,3 +127,36 @@ def test_centred_fft_matches_shifted_reference(rng, shape, axes):
         # complex64 round-off: measured <= 8e-7 (max abs, entries O(1)); a wrong sign or shift gives O(1)
         np.testing.assert_allclose(out, expected, atol=2e-6, rtol=0)
         np.testing.assert_array_equal(x, original)  # the in-place FFT works on a copy, never the input
+
+
+def _planes_reference(x: np.ndarray, axis: int) -> np.ndarray:
+    """moveaxis(fftshift(ifft(ifftshift(x))), axis, 0) along ``axis`` in complex128, orthonormal."""
+    y = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(x.astype(np.complex128), axes=axis), axis=axis, norm="ortho"), axes=axis)
+    return np.moveaxis(y, axis, 0)
+
+
+@pytest.mark.parametrize("shape, axis", [((3, 8, 6, 5), 1), ((3, 10, 4, 4), 1), ((2, 6, 5, 9), -1), ((2, 4, 6, 12), -1)])
+def test_ifftc_planes_is_the_centred_readout_fft_moved_to_the_front(rng, shape, axis):
+    """Even sizes: out-of-place FFT + sign and roll folded into the transposing copy; odd: plain shifts."""
+    from mrirecon.kernels.fft import ifftc_planes
+
+    x = _complex(rng, shape)
+    before = x.copy()
+    ref = _planes_reference(x, axis)
+    out = ifftc_planes(x, axis)
+    assert out.flags.c_contiguous and out.dtype == np.complex64 and out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, atol=2e-6 * np.abs(ref).max())
+    keep = [shape[axis] - 1, 0, 2]
+    np.testing.assert_allclose(ifftc_planes(x, axis, keep), ref[keep], atol=2e-6 * np.abs(ref).max())
+    np.testing.assert_array_equal(x, before)  # the input is left intact
+
+
+@pytest.mark.gpu
+def test_ifftc_planes_on_cupy_matches_cpu(rng):
+    import cupy as cp
+
+    from mrirecon.kernels.fft import ifftc_planes
+
+    x = _complex(rng, (3, 8, 6, 5))
+    np.testing.assert_allclose(cp.asnumpy(ifftc_planes(cp.asarray(x), 1, [7, 0, 3])), ifftc_planes(x, 1, [7, 0, 3]),
+                               atol=1e-6)
