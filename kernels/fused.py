@@ -7,9 +7,10 @@
 - ``tv_dual_update``: TV's dual step, periodic backward differences of ``x``, ``v <- proj(v + sigma G x)``
   onto ``{|v| <= bound}`` (per element or per voxel group) and ``G^H v``, for 2D and 3D images.
 
-Each has a Numba CPU kernel and a twin for other arrays: a numba.cuda kernel for ``l2_dual_update``
-(the coil-sized one), xp array code (NumPy or CuPy) for the image-sized two. The xp twins also serve
-NumPy arrays the kernels do not take (other dtypes, non-contiguous layouts, other dimensions).
+Each has a Numba CPU kernel. ``l2_dual_update`` (the coil-sized one) has a numba.cuda twin;
+``cg_update`` falls back to xp array code (NumPy or CuPy) for arrays the kernel does not take; for
+``tv_dual_update`` the caller checks ``tv_kernel_fits`` and otherwise composes the unfused steps
+(``finite_difference.LinfDual``: the difference operator and ``prox.project_linf_ball``).
 """
 from __future__ import annotations
 
@@ -217,41 +218,30 @@ def tv_dual_update_cpu(v: np.ndarray, x: np.ndarray, sigma: float, bound: float,
             _descent_line(ol, v[k - 2, i0, i1], v[k - 2, i0, i1 + 1 if i1 < n1 - 1 else 0])
 
 
-def _tv_dual_update_xp(v, x, sigma: float, bound: float, grouped: bool, axes: tuple[int, ...]):
-    """xp twin of ``tv_dual_update_cpu`` for differences along ``axes`` of ``x``; returns ``G^H v``."""
-    xp = get_array_module(x)
-    for a, ax in enumerate(axes):
-        v[a] += sigma * (x - xp.roll(x, 1, axis=ax))
-    if grouped:
-        mag = xp.sqrt(xp.sum(v.real**2 + v.imag**2, axis=0, keepdims=True))
-    else:
-        mag = xp.abs(v)
-    v *= bound / xp.maximum(mag, bound)
-    out = xp.zeros_like(x)
-    for a, ax in enumerate(axes):
-        out += v[a] - xp.roll(v[a], -1, axis=ax)
-    return out
+def tv_kernel_fits(v, x, axes: tuple[int, ...], out=None) -> bool:
+    """Whether ``tv_dual_update``'s kernel takes these arrays: NumPy, C-contiguous, one complex dtype, a 2D
+    or 3D ``x`` differentiated along its trailing ``axes``."""
+    trailing = tuple(a % x.ndim for a in axes) == tuple(range(x.ndim - len(axes), x.ndim))
+    arrays = (v, x) if out is None else (v, x, out)
+    return (get_array_module(x) is np and x.ndim in (2, 3) and trailing
+            and _kernel_ready(arrays, (np.complex64, np.complex128)))
 
 
 def tv_dual_update(v, x, sigma: float, bound: float, grouped: bool, axes: tuple[int, ...], out=None):
-    """In place ``v <- proj(v + sigma G x)``; returns ``G^H v`` (into ``out`` when the kernel runs).
+    """In place ``v <- proj(v + sigma G x)``; returns ``G^H v`` (into ``out`` when given). CPU kernel only:
+    the arrays must pass ``tv_kernel_fits``.
 
     ``G`` are periodic backward differences along ``axes`` of ``x`` (``v`` has shape (len(axes), *x.shape));
     ``proj`` the projection onto ``|v| <= bound`` per element, or per voxel over the differences when
-    ``grouped`` (isotropic TV). ``bound > 0``. The Numba kernel takes C-contiguous NumPy complex arrays
-    of 2 or 3 dimensions differentiated along trailing axes; other inputs run the xp twin.
+    ``grouped`` (isotropic TV). ``bound > 0``.
     """
-    trailing = tuple(a % x.ndim for a in axes) == tuple(range(x.ndim - len(axes), x.ndim))
-    arrays = (v, x) if out is None else (v, x, out)
-    if get_array_module(x) is np and x.ndim in (2, 3) and trailing and _kernel_ready(arrays, (np.complex64, np.complex128)):
-        if out is None:
-            out = np.empty_like(x)
-        shape3 = (1,) * (3 - x.ndim) + x.shape
-        tv_dual_update_cpu(
-            v.reshape((len(axes),) + shape3), x.reshape(shape3), _real(x, sigma), _real(x, bound), bool(grouped), out.reshape(shape3)
-        )
-        return out
-    return _tv_dual_update_xp(v, x, sigma, bound, grouped, axes)
+    if out is None:
+        out = np.empty_like(x)
+    shape3 = (1,) * (3 - x.ndim) + x.shape
+    tv_dual_update_cpu(
+        v.reshape((len(axes),) + shape3), x.reshape(shape3), _real(x, sigma), _real(x, bound), bool(grouped), out.reshape(shape3)
+    )
+    return out
 
 
 def _real(x, value: float):

@@ -4,8 +4,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .kernels.backend import get_array_module
-from .kernels.fused import tv_dual_update
+from .kernels.fused import tv_dual_update, tv_kernel_fits
 from .linop import LinearOperator
+from .prox import project_linf_ball
 
 
 class FiniteDifference(LinearOperator):
@@ -44,8 +45,9 @@ class LinfDual:
     """PDHG dual block of ``f(G x) = bound ||G x||_1`` (TV), one fused step (``kernels.fused.tv_dual_update``).
 
     ``dual_step(v, x, sigma)``: ``v <- proj(v + sigma G x)`` onto ``{|v_i| <= bound}`` in place (the prox
-    of ``sigma f*``, as ``prox.project_linf_ball``; ``group=0`` projects the difference vector of each
-    voxel, isotropic TV), returns ``G^H v`` in a reused image buffer (valid until the next step).
+    of ``sigma f*``, ``prox.project_linf_ball``; ``group=0`` projects the difference vector of each
+    voxel, isotropic TV), returns ``G^H v``: from the kernel in a reused image buffer (valid until the
+    next step) where it fits (``tv_kernel_fits``), else from the unfused ``G``, projection and ``G^H``.
     """
 
     def __init__(self, op: FiniteDifference, bound: float, group: int | None = None):
@@ -65,4 +67,8 @@ class LinfDual:
             return xp.zeros_like(x)
         if self._out is None:
             self._out = xp.empty_like(x)
-        return tv_dual_update(v, x, sigma, self.bound, self.grouped, self.op.axes, out=self._out)
+        if tv_kernel_fits(v, x, self.op.axes, self._out):
+            return tv_dual_update(v, x, sigma, self.bound, self.grouped, self.op.axes, out=self._out)
+        v += sigma * self.op(x)
+        v[...] = project_linf_ball(v, self.bound, 0 if self.grouped else None)
+        return self.op.H(v)
