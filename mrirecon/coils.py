@@ -34,6 +34,13 @@ if TYPE_CHECKING:  # the methods package imports this module
     from .methods.params import CoilMapParams
 
 
+def max_coil_power(maps) -> float:
+    """``max_r sum_c |S_c(r)|^2`` of coil maps (coil, *spatial): ``||S||^2``, the largest eigenvalue of
+    ``S^H S`` (1 for ESPIRiT maps), which scales the SENSE methods' Tikhonov weights and step bounds."""
+    xp = get_array_module(maps)
+    return float(xp.max(xp.sum(maps.real**2 + maps.imag**2, axis=0)))
+
+
 def rss(x, axis: int = 0):
     """Root-sum-of-squares over ``axis`` (the coil axis): real float32 for complex64 input.
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..coils import sampled_mask, task_maps
+from ..coils import max_coil_power, sampled_mask, task_maps
 from ..data import KSpace
 from ..errors import InputError
 from ..kernels.backend import get_array_module
@@ -90,10 +90,10 @@ def normal_bound(normal: Any) -> float | None:
     """
     if not isinstance(normal, SenseNormal):
         return None
-    maps, weight2 = normal.model.maps, normal.model.weight2  # centring folded in: the same magnitudes
-    xp = get_array_module(maps)
-    coil_power = xp.sum(maps.real**2 + maps.imag**2, axis=0)
-    return float(xp.max(coil_power)) * float(xp.max(xp.abs(weight2))) + normal.lam
+    weight2 = normal.model.weight2
+    xp = get_array_module(weight2)
+    # the centring folded into maps and weights changes signs and order, not magnitudes
+    return max_coil_power(normal.model.maps) * float(xp.max(xp.abs(weight2))) + normal.lam
 
 
 def spin_shifts(w: Wavelet, seed: int = 0):

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..coils import espirit_maps, inati_maps, rss, walsh_maps
+from ..coils import espirit_maps, inati_maps, max_coil_power, rss, walsh_maps
 from ..data import KSpace
 from ..dcf import pipe_menon_dcf, ramp_dcf
 from ..errors import InputError
@@ -211,5 +211,5 @@ def nufft_sense(
         w = xp.asarray(density_weights(ksp, dcf, dcf_iter), dtype=xp.float32)
         normal, rhs, total_weight = (lambda v: a.H(w * a(v))), a.H(w * ksp.data), float(xp.sum(w))
     density = total_weight / np.prod(a.nufft.image_shape)
-    lam_abs = lam * float(density) * float(xp.max(xp.sum(maps.real**2 + maps.imag**2, axis=0)))
+    lam_abs = lam * float(density) * max_coil_power(maps)
     return conjugate_gradient(lambda v: normal(v) + lam_abs * v, rhs, max_iter=max_iter, tol=tol)

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..coils import sampled_mask, task_maps
+from ..coils import max_coil_power, sampled_mask, task_maps
 from ..data import KSpace
-from ..kernels.backend import get_array_module
 from ..linop import FFT, Sampling, Sense, SenseNormal
 from ..solvers import conjugate_gradient
 from . import register, require_cartesian
@@ -36,12 +35,11 @@ def sense(
     coils: coil maps: maps, coil_maps, calib, kernel, thresh, crop (``CoilMapParams``).
     """
     require_cartesian(ksp, "sense")
-    xp = get_array_module(ksp.data)
     y = ksp.data
     maps = task_maps(ksp, coils, "sense")
     mask = sampled_mask(y, ksp.mask)
     a = Sampling(y.shape, mask) @ FFT(y.shape, ndim=len(ksp.spatial_dims)) @ Sense(maps)
-    lam_abs = lam * float(xp.max(xp.sum(maps.real**2 + maps.imag**2, axis=0)))
+    lam_abs = lam * max_coil_power(maps)
     # CG runs where the FFT centring is folded into maps and mask (no shift copies per iteration)
     normal = SenseNormal.of(a, lam_abs)  # shares the model's folded maps and coil buffer
     return normal.centre(conjugate_gradient(normal, normal.uncentre(a.H(y)), max_iter=max_iter, tol=tol))
