@@ -291,18 +291,18 @@ def to_cartesian(adcs: list[np.ndarray], seq: PulseqSequence, raw_path: Path) ->
                            regridded=regridded, batch_dims=batch.dims)
 
 
-def cut_continuous_epi(adcs: list[np.ndarray], seq: PulseqSequence) -> tuple[list[np.ndarray], PulseqSequence] | None:
+def cut_continuous_epi(samples: np.ndarray, seq: PulseqSequence) -> tuple[list[np.ndarray], PulseqSequence] | None:
     """An EPI recorded as one continuous readout per ADC, cut into its lines (``epi.continuous_readout_lines``):
-    each line's (coil, samples) and the sequence with one ADC per line (keeping its ADC's labels); None when
-    the trajectory is not such an EPI (radial, spiral, off-grid)."""
+    from the raw (coil, total) ``samples`` (``split_adcs`` checked their count), each line's (coil, samples)
+    and the sequence with one ADC per line (keeping its ADC's labels); None when the trajectory is not such
+    an EPI (radial, spiral, off-grid)."""
     lines = continuous_readout_lines(seq.kspace, seq.adc_samples)
     if lines is None:
         return None
-    whole = np.concatenate(adcs, axis=-1)
     adc_of_line = np.searchsorted(np.cumsum(seq.adc_samples), [line[0] for line in lines], side="right")
     per_line = dataclasses.replace(
         seq, adc_samples=np.array([line.size for line in lines]),
         kspace=np.concatenate([seq.kspace[line] for line in lines]),
         labels={name: values[adc_of_line] for name, values in seq.labels.items()},
         excited_offset_m=None if seq.excited_offset_m is None else seq.excited_offset_m[adc_of_line])
-    return [whole[:, line] for line in lines], per_line
+    return [samples[:, line] for line in lines], per_line

@@ -500,7 +500,7 @@ class TwixFile(RawFile):
             seq = self.sequence
             adcs = split_adcs(samples, seq, self.path)
             if not is_line_cartesian(seq):
-                cut = cut_continuous_epi(adcs, seq)  # one continuous EPI readout: its lines, then as any EPI
+                cut = cut_continuous_epi(samples, seq)  # one continuous EPI readout: its lines, then as any EPI
                 if cut is None:
                     self._pulseq_cache = to_noncartesian(adcs, seq, self.path)
                     return self._pulseq_cache
