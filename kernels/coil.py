@@ -52,15 +52,21 @@ def _weight_run(coil_image: np.ndarray, weight: np.ndarray) -> None:
         coil_image[i] *= weight[i]
 
 
+@njit(inline="always", cache=True)
+def _coil_block(k: int, n_blocks: int, n: int) -> tuple[int, int, int]:
+    """Work item ``k`` of a (coil, n) array cut into ``n_blocks`` blocks per coil: (coil, start, stop)."""
+    c = k // n_blocks
+    start = (k - c * n_blocks) * _BLOCK
+    return c, start, min(start + _BLOCK, n)
+
+
 @njit(parallel=True, fastmath=False, cache=True)
 def weight_cpu(coil_images: np.ndarray, weight: np.ndarray) -> None:
     """``coil_images[c, i] *= weight[i]`` in place for flat (coil, n) complex and (n,) real weights (CPU)."""
     n_coils, n = coil_images.shape
     n_blocks = (n + _BLOCK - 1) // _BLOCK
     for k in prange(n_coils * n_blocks):
-        c = k // n_blocks
-        start = (k - c * n_blocks) * _BLOCK
-        stop = min(start + _BLOCK, n)
+        c, start, stop = _coil_block(k, n_blocks, n)
         _weight_run(coil_images[c, start:stop], weight[start:stop])
 
 
@@ -70,9 +76,7 @@ def sense_expand_cpu(image: np.ndarray, maps: np.ndarray, out: np.ndarray) -> No
     n_coils, n = maps.shape
     n_blocks = (n + _BLOCK - 1) // _BLOCK
     for k in prange(n_coils * n_blocks):
-        c = k // n_blocks
-        start = (k - c * n_blocks) * _BLOCK
-        stop = min(start + _BLOCK, n)
+        c, start, stop = _coil_block(k, n_blocks, n)
         _expand_run(out[c, start:stop], maps[c, start:stop], image[start:stop])
 
 
