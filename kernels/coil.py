@@ -4,7 +4,7 @@
 are the two halves of the SENSE operator and run once per CG iteration each. The fused versions read
 every input once and write the output once (no ``conj(maps) * y`` temporary before the coil sum).
 
-Twins: a Numba CPU kernel (``@njit(parallel=True)``, blocks of pixels in parallel) and a numba.cuda
+Twins: a Numba CPU kernel (``@njit(parallel=True, nogil=True)``, blocks of pixels in parallel) and a numba.cuda
 kernel (one thread per pixel, coils in a loop) that runs on CuPy arrays through
 ``__cuda_array_interface__``. The dispatchers pick by ``get_array_module``.
 """
@@ -60,7 +60,7 @@ def _coil_block(k: int, n_blocks: int, n: int) -> tuple[int, int, int]:
     return c, start, min(start + _BLOCK, n)
 
 
-@njit(parallel=True, fastmath=False, cache=True)
+@njit(parallel=True, nogil=True, fastmath=False, cache=True)
 def weight_cpu(coil_images: np.ndarray, weight: np.ndarray) -> None:
     """``coil_images[c, i] *= weight[i]`` in place for flat (coil, n) complex and (n,) real weights (CPU)."""
     n_coils, n = coil_images.shape
@@ -70,7 +70,7 @@ def weight_cpu(coil_images: np.ndarray, weight: np.ndarray) -> None:
         _weight_run(coil_images[c, start:stop], weight[start:stop])
 
 
-@njit(parallel=True, fastmath=False, cache=True)
+@njit(parallel=True, nogil=True, fastmath=False, cache=True)
 def sense_expand_cpu(image: np.ndarray, maps: np.ndarray, out: np.ndarray) -> None:
     """``out[c, i] = maps[c, i] * image[i]`` for flat (n,) image and (coil, n) maps (CPU)."""
     n_coils, n = maps.shape
@@ -80,7 +80,7 @@ def sense_expand_cpu(image: np.ndarray, maps: np.ndarray, out: np.ndarray) -> No
         _expand_run(out[c, start:stop], maps[c, start:stop], image[start:stop])
 
 
-@njit(parallel=True, fastmath=False, cache=True)
+@njit(parallel=True, nogil=True, fastmath=False, cache=True)
 def sense_combine_cpu(coil_images: np.ndarray, maps: np.ndarray, out: np.ndarray) -> None:
     """``out[i] = sum_c conj(maps[c, i]) * coil_images[c, i]`` for flat (coil, n) inputs (CPU)."""
     n_coils, n = maps.shape

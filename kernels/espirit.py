@@ -7,7 +7,7 @@ centred lag array (the kernels' cross-correlation, ``2*kernel - 1`` per axis); `
 it as one small dense DFT matrix per axis (matrix products, NumPy or CuPy), which costs less than an
 FFT of the zero-padded matrix and writes the images in the packed layout directly.
 
-Twins for the power iteration: a Numba CPU kernel (``@njit(parallel=True)``, blocks of pixels in
+Twins for the power iteration: a Numba CPU kernel (``@njit(parallel=True, nogil=True)``, blocks of pixels in
 parallel, each pixel's matrix unpacked once into a split real/imaginary local copy that stays in L1 for
 all iterations) and a numba.cuda kernel (one thread per pixel, the matrix read from the packed array,
 coalesced across threads, the iterate kept in the output and a scratch array). ``power_maps``
@@ -64,7 +64,7 @@ def lag_images(lags: Any, spatial: tuple[int, ...]) -> Any:
     return out.reshape((batch,) + tuple(spatial))
 
 
-@njit(parallel=True, fastmath=False, cache=True)
+@njit(parallel=True, nogil=True, fastmath=False, cache=True)
 def power_maps_cpu(gram: np.ndarray, max_iter: int, crop: float, maps: np.ndarray) -> None:
     """Top eigenvector of every pixel's Hermitian coil matrix, cropped and phase-aligned (CPU).
 

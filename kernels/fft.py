@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Sequence
 
 import numpy as np
 import scipy.fft
 
 from .backend import get_array_module
+from .threads import cpu_threads
 
-FFT_WORKERS = int(os.environ.get("MRIRECON_FFT_WORKERS", os.cpu_count() or 1))
 
 
 def fft_uncentred(x, axes: Sequence[int], inverse: bool = False, overwrite: bool = True):
@@ -24,7 +23,7 @@ def fft_uncentred(x, axes: Sequence[int], inverse: bool = False, overwrite: bool
     axes = tuple(axes)
     if xp is np:
         fn = scipy.fft.ifftn if inverse else scipy.fft.fftn
-        return fn(x, axes=axes, norm="ortho", workers=FFT_WORKERS, overwrite_x=overwrite)
+        return fn(x, axes=axes, norm="ortho", workers=cpu_threads(), overwrite_x=overwrite)
     fn = xp.fft.ifftn if inverse else xp.fft.fftn
     return fn(x, axes=axes, norm="ortho")
 
@@ -60,7 +59,7 @@ def _centred(x, axes: Sequence[int], inverse: bool):
     x = xp.fft.ifftshift(x, axes=axes)
     if xp is np:
         fn = scipy.fft.ifftn if inverse else scipy.fft.fftn
-        y = fn(x, axes=axes, norm="ortho", workers=FFT_WORKERS)
+        y = fn(x, axes=axes, norm="ortho", workers=cpu_threads())
     else:
         fn = xp.fft.ifftn if inverse else xp.fft.fftn
         y = fn(x, axes=axes, norm="ortho")

@@ -35,7 +35,7 @@ def _l2_dual_row(u: np.ndarray, z: np.ndarray, y: np.ndarray, weight: np.ndarray
         z[i] = w * v
 
 
-@njit(parallel=True, fastmath=False, cache=True)
+@njit(parallel=True, nogil=True, fastmath=False, cache=True)
 def l2_dual_update_cpu(u: np.ndarray, z: np.ndarray, y: np.ndarray, weight: np.ndarray, sigma: float) -> None:
     """``u <- (u + sigma (w z - y)) / (1 + sigma)``, ``z <- w u`` for flat (coil, n) arrays, (n,) weights (CPU)."""
     n_coils, n = u.shape
@@ -99,7 +99,7 @@ def _cg_row(x: np.ndarray, r: np.ndarray, p: np.ndarray, ap: np.ndarray, a) -> f
     return total
 
 
-@njit(parallel=True, fastmath=False, cache=True)
+@njit(parallel=True, nogil=True, fastmath=False, cache=True)
 def cg_update_cpu(x: np.ndarray, r: np.ndarray, p: np.ndarray, ap: np.ndarray, a: float) -> float:
     """``x += a p``, ``r -= a ap`` over flat arrays (``a`` of their real dtype); returns ``sum |r|^2`` (CPU)."""
     n = x.shape[0]
@@ -171,7 +171,7 @@ def _descent_inline(out: np.ndarray, v: np.ndarray) -> None:
     out[n - 1] = v[n - 1] - v[0]
 
 
-@njit(parallel=True, fastmath=False, cache=True)
+@njit(parallel=True, nogil=True, fastmath=False, cache=True)
 def tv_dual_update_cpu(v: np.ndarray, x: np.ndarray, sigma: float, bound: float, grouped: bool, out: np.ndarray) -> None:
     """TV dual step on a (n0, n1, n2) image; the last ``v.shape[0]`` (1-3) axes are differentiated (CPU).
 

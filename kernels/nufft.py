@@ -32,7 +32,7 @@ import scipy.special
 from numba import cuda, njit, prange
 
 from .backend import get_array_module
-from .fft import FFT_WORKERS
+from .threads import cpu_threads
 
 MAX_WIDTH = 16  # CUDA local arrays have a fixed size
 _TABLE_DENSITY = 2048  # kernel table points per grid unit: linear-interpolation error < 1e-6 relative
@@ -98,7 +98,7 @@ _footprint_cpu = njit(cache=True)(_footprint)
 _footprint_gpu = cuda.jit(device=True)(_footprint)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, nogil=True, fastmath=True, cache=True)
 def interp_cpu(grid, u, out, width, table, density, order, n0, n1, n2):
     """``out[m, c] = sum_g phi(u_m - g) grid[g, c]``: grid (G0 * G1 * G2, coil) row-major, u (M, 3) in
     grid units, out (M, coil). Coils are innermost: one kernel tap reads all coils from one cache line.
@@ -129,7 +129,7 @@ def interp_cpu(grid, u, out, width, table, density, order, n0, n1, n2):
                 out[m, c] = acc[c]
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, nogil=True, fastmath=True, cache=True)
 def spread_cpu(values, u, grid, width, table, density, n0, n1, n2, slab_ptr, slab_samples, slab_lo, slab_hi, slab_axis):
     """``grid[g, c] += sum_m phi(u_m - g) values[m, c]`` (layouts as ``interp_cpu``; grid zeroed by the caller).
 
@@ -247,7 +247,7 @@ def _fftn(x: Any, axes: tuple[int, ...], inverse: bool) -> Any:
     xp = get_array_module(x)
     if xp is np:
         fn = scipy.fft.ifftn if inverse else scipy.fft.fftn
-        return fn(x, axes=axes, norm="forward" if inverse else "backward", workers=FFT_WORKERS, overwrite_x=True)
+        return fn(x, axes=axes, norm="forward" if inverse else "backward", workers=cpu_threads(), overwrite_x=True)
     fn = xp.fft.ifftn if inverse else xp.fft.fftn
     return fn(x, axes=axes, norm="forward" if inverse else "backward")
 

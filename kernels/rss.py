@@ -5,7 +5,7 @@ kernels read every coil image once and write the (optionally complex64) image on
 the output by ``(sz, sy, sx)`` pixels as it is written (``np.roll`` semantics): the zero-filled
 reconstruction folds the output ``fftshift`` of its centred inverse FFT into the write this way.
 
-Twins: a Numba CPU kernel (``@njit(parallel=True)``, rows in parallel, coils accumulated row by row in
+Twins: a Numba CPU kernel (``@njit(parallel=True, nogil=True)``, rows in parallel, coils accumulated row by row in
 float32, the order NumPy sums the coil axis in) and a numba.cuda kernel (one thread per pixel, coils in
 a loop) that runs on CuPy arrays through ``__cuda_array_interface__``. ``rss_combine`` dispatches.
 """
@@ -22,7 +22,7 @@ from .coil import _launch_gpu  # importing coil also sets OMP_WAIT_POLICY before
 _THREADS = 256  # CUDA threads per block
 
 
-@njit(parallel=True, fastmath=False, cache=True)
+@njit(parallel=True, nogil=True, fastmath=False, cache=True)
 def rss_cpu(y: np.ndarray, shift: tuple[int, int, int], out: np.ndarray) -> None:
     """``out[(z+sz)%nz, (i+sy)%ny, (j+sx)%nx] = sqrt(sum_c |y[c, z, i, j]|^2)`` for (coil, nz, ny, nx) y,
     ``shift = (sz, sy, sx)`` with ``0 <= s < n`` (CPU)."""

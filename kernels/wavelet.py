@@ -66,7 +66,7 @@ def max_level(n: int, order: int) -> int:
     return max(1, int(np.floor(np.log2(n / (taps - 1))))) if n >= taps - 1 else 1
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _dwt_rows_cpu(x, lo, hi, offset, a, d):
     """One level along axis 1 of (pre, n, post), post > 1: whole contiguous rows of ``post`` values."""
     pre, n, post = x.shape
@@ -86,7 +86,7 @@ def _dwt_rows_cpu(x, lo, hi, offset, a, d):
                 dr[q] += hi[i] * xr[q]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _dwt_last_cpu(x, lo, hi, offset, comp, a, d):
     """One level along the last axis of real (pre, n * comp) rows (``comp`` = 2 for complex as float pairs).
 
@@ -118,7 +118,7 @@ def _dwt_last_cpu(x, lo, hi, offset, comp, a, d):
                 dr[q] += hi[2 * s] * even[q + base] + hi[2 * s + 1] * odd[q + base]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _idwt_rows_cpu(a, d, lo, hi, offset, x):
     """Adjoint of ``_dwt_rows_cpu``: each output row gathers its L/2 taps of a and of d."""
     pre, n, post = x.shape
@@ -139,7 +139,7 @@ def _idwt_rows_cpu(a, d, lo, hi, offset, x):
                 xr[q] += lo[i] * ar[q] + hi[i] * dr[q]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _idwt_last_cpu(a, d, lo, hi, offset, comp, x):
     """Adjoint of ``_dwt_last_cpu``: a and d of a row periodically extended once, then gathered.
 

@@ -22,6 +22,7 @@ from .compression import fit_compression
 from .data import Image, KSpace, Provenance
 from .errors import InputError
 from .kernels.backend import device_of, get_array_module, resolve_device, to_device, to_numpy
+from .kernels.threads import parallel_map
 from .methods import get_method
 from .noise import whitener
 
@@ -63,6 +64,20 @@ def _task(ksp: KSpace, index: tuple[int, ...]) -> KSpace:
     if not index:
         return ksp
     return ksp.select(**dict(zip(ksp.batch_dims, (int(i) for i in index))))
+
+
+def _per_entry_maps(maps: Any, ksp: KSpace) -> bool:
+    """True when a ``maps`` parameter holds one set of coil maps per batch entry (*batch, coil, *spatial);
+    ``InputError`` when it has batch dims that do not match the k-space's."""
+    n_batch = len(ksp.batch_dims)
+    if maps is None or not n_batch or getattr(maps, "ndim", 0) != ksp.data.ndim:
+        return False
+    if tuple(maps.shape[:n_batch]) != tuple(ksp.data.shape[:n_batch]):
+        raise InputError(
+            None, f"coil maps have shape {tuple(maps.shape)}: their batch dims do not match the k-space's "
+            f"{dict(zip(ksp.batch_dims, ksp.data.shape))}"
+        )
+    return True
 
 
 def _on_device(ksp: KSpace, device: str) -> KSpace:
@@ -184,9 +199,19 @@ def recon(
     out = xp.empty(batch_shape + out_spatial, dtype=xp.complex64)
     t0 = time.perf_counter()
     w = whitener(work) if recipe.get("whiten") else None
-    for index in np.ndindex(*batch_shape):
-        task, task_params = _preprocess(_task(work, index), w, coil_compression, used)
+    per_entry = _per_entry_maps(used.get("maps"), work)
+
+    def run(index: tuple[int, ...]) -> None:
+        params_here = {**used, "maps": used["maps"][index]} if per_entry else used
+        task, task_params = _preprocess(_task(work, index), w, coil_compression, params_here)
         out[index] = info(task, **task_params)[crop]
+
+    entries = list(np.ndindex(*batch_shape))
+    if xp is np:  # independent entries side by side, each on its share of the cores (kernels.threads)
+        parallel_map(run, entries)
+    else:
+        for index in entries:
+            run(index)
     _synchronize(xp)
     t_method = time.perf_counter() - t0
 

@@ -23,7 +23,8 @@ class ParamGroup:
 class CoilMapParams(ParamGroup):
     """Coil sensitivities of a SENSE-type method: given, or estimated from the task's own calibration data.
 
-    maps: coil sensitivities (coil, *spatial); None estimates them by coil_maps.
+    maps: coil sensitivities (coil, *spatial), or (*batch, coil, *spatial) for one set per batch entry
+        (slice, echo...) of the k-space given to recon(); None estimates them by coil_maps.
     coil_maps: how to estimate maps when none are given: "espirit", "walsh" or "inati" (Walsh and
         Inati: adaptive, from the low-resolution calibration images, default smoothing window).
     calib: calibration box edge, shrunk to the fully sampled centre (non-Cartesian: the centre
