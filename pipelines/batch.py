@@ -39,7 +39,7 @@ from mrirecon.errors import InputError, MriReconError, OutputError
 from mrirecon.kernels.backend import resolve_device
 from mrirecon.reconstruction import bind_params
 
-from .cluster import connect
+from .cluster import connect, local_size
 from .joblog import JobLog, describe_error, log_path
 from .planner import DEFAULT_MAX_BATCH, Unit, device_budget, plan_units, task_shape
 from .reconstruct import AUTO_METHOD, TaskOutcome, check_recipe, final_provenance, prepare_series, run_task
@@ -301,9 +301,13 @@ def _run(job: Job, states: list[InputState], client: Any, log: JobLog, start: fl
     meta: dict[Any, tuple[InputState, Unit, int]] = {}
     compute_start = time.perf_counter()
 
+    # a local cluster's tasks use threads_per_worker CPU threads each (in-process workers too); the
+    # workers of a remote scheduler or HPC jobs keep their own settings (NUMBA_NUM_THREADS, MRIRECON_FFT_WORKERS)
+    threads = None if job.scheduler or job.cluster else local_size(job.workers, job.threads_per_worker)[1]
+
     def submit(state: InputState, unit: Unit, attempt: int) -> Any:
         future = client.submit(run_task, str(state.path), state.series, list(unit.indices), job.method,
-                               job.params, unit.device, state.info["sha256"], state.sequence, pure=False)
+                               job.params, unit.device, state.info["sha256"], state.sequence, threads, pure=False)
         meta[future] = (state, unit, attempt)
         return future
 

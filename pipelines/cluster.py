@@ -98,7 +98,7 @@ def connect(
         n, threads = local_size((workers or 1) if device.startswith("cuda") else workers, threads_per_worker)
         cluster = LocalCluster(
             n_workers=n, threads_per_worker=threads, processes=processes, dashboard_address=DASHBOARD_ADDRESS,
-            **({"env": {"NUMBA_NUM_THREADS": str(threads)}} if processes else {}),
+            **({"env": {"NUMBA_NUM_THREADS": str(threads), "MRIRECON_FFT_WORKERS": str(threads)}} if processes else {}),
         )
     with cluster, Client(cluster) as client:
         yield client

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from mrirecon.io import open_raw
 from mrirecon.io.base import file_sha256
 from mrirecon.kernels.backend import get_array_module, resolve_device, to_numpy
 from mrirecon.kernels.fft import ifftc_planes
+from mrirecon.kernels.threads import limit_cpu_threads, thread_share
 from mrirecon.reconstruction import bind_params, crop_box, recon
 
 from .nifti import nifti_suffix, write_nifti
@@ -135,14 +137,32 @@ def run_task(
     device: str,
     sha256: str | None = None,
     sequence: str | os.PathLike | None = None,
+    threads: int | None = None,
 ) -> TaskOutcome:
     """Reconstruct a unit of tasks (consecutive slices or slabs of the file) and write their chunks.
 
     The k-space of the unit is read once; out-of-memory errors split the unit and fall back to the
     CPU (``planner.run_with_fallback``). Every chunk is written before this returns, so the client
     may record all ``indices`` done once it has the outcome. ``sequence``: the Pulseq ``.seq`` of a
-    Pulseq twix scan (``mrirecon.io.open_raw``).
+    Pulseq twix scan (``mrirecon.io.open_raw``). ``threads``: the CPU threads this unit's FFTs and
+    kernels may use (``kernels.threads``; None: the worker thread's own budget), so that units running
+    side by side share the cores instead of each taking them all.
     """
+    with limit_cpu_threads(threads) if threads else nullcontext():
+        return _run_unit(path, series, indices, method, params, device, sha256, sequence)
+
+
+def _run_unit(
+    path: Path,
+    series: Series,
+    indices: Sequence[TaskIndex],
+    method: str,
+    params: dict[str, Any],
+    device: str,
+    sha256: str | None,
+    sequence: str | os.PathLike | None,
+) -> TaskOutcome:
+    """``run_task`` within its thread budget."""
     indices = tuple(tuple(i) for i in indices)
     axis = series.dims.index(series.task_dims[0]) if series.task_dims else None
     regions = [series.task_slices(i)[axis] for i in indices] if axis is not None else []
@@ -314,7 +334,10 @@ def reconstruct_file(
             results.append(outcome.provenance)
             bar.update(len(outcome.indices))
 
-        tasks = [dask.delayed(run_task, pure=False)(path, series, [t], method, params, device, info["sha256"], sequence)
+        # tasks side by side share this thread's cores; one task alone gets them all
+        threads = None if client is not None else thread_share(min(workers, len(pending)))
+        tasks = [dask.delayed(run_task, pure=False)(path, series, [t], method, params, device, info["sha256"],
+                                                     sequence, threads)
                  for t in pending]
         if client is not None:
             _run_distributed(client, tasks, done)

@@ -14,6 +14,7 @@ from mrirecon.cli import phantom_kspace, write_phantom
 from mrirecon.data import Geometry, Image, KSpaceHeader, PatientInfo, Provenance, SequenceParams
 from mrirecon.errors import InputError, OutputError
 from mrirecon.io import read
+from mrirecon.kernels.threads import cpu_threads, limit_cpu_threads
 from mrirecon.pipelines import reconstruct
 from mrirecon.pipelines.store import (
     Series,
@@ -280,3 +281,22 @@ def test_distributed_client(tmp_path, raw_file):
     assert result.tasks_run == 4
     reference = recon(read(raw_file), "zerofill", device="cpu")
     np.testing.assert_array_equal(open_series(tmp_path / "d.zarr", result.series).data, reference.data)
+
+
+def test_tasks_side_by_side_share_the_cores(tmp_path, raw_file, monkeypatch):
+    """Each task gets the caller's thread budget divided by the tasks that run side by side
+    (``kernels.threads``): 2 workers -> half each, 8 workers on 4 tasks -> a quarter, 1 worker -> all."""
+    seen: list[int] = []
+    real = reconstruct.recon
+
+    def recording(ksp, method, **kw):
+        seen.append(cpu_threads())
+        return real(ksp, method, **kw)
+
+    monkeypatch.setattr(reconstruct, "recon", recording)
+    for workers, share in ((2, 2), (8, 1), (1, 4)):
+        seen.clear()
+        with limit_cpu_threads(4):
+            reconstruct.reconstruct_file(raw_file, tmp_path / f"w{workers}.zarr", method="zerofill", progress=False,
+                                         workers=workers)
+        assert seen == [share] * 4, workers
