@@ -151,6 +151,21 @@ def test_ifftc_planes_is_the_centred_readout_fft_moved_to_the_front(rng, shape, 
     np.testing.assert_array_equal(x, before)  # the input is left intact
 
 
+@pytest.mark.parametrize("shape, axis", [((3, 8, 6, 5), 1), ((2, 6, 5, 9), -1), ((4, 8, 3, 7, 5), 2)])
+def test_ifftc_planes_in_small_blocks_equals_one_block(rng, shape, axis, monkeypatch):
+    """The CPU path cuts the lines into blocks run side by side: blocks of a few elements give the same planes."""
+    from mrirecon.kernels import fft
+    from mrirecon.kernels.threads import limit_cpu_threads
+
+    x = _complex(rng, shape)
+    ref = _planes_reference(x, axis)
+    monkeypatch.setattr(fft, "_PLANE_BLOCK_BYTES", 3 * shape[axis] * x.itemsize)  # 3 elements of the rest per block
+    with limit_cpu_threads(2):
+        out = fft.ifftc_planes(x, axis, [shape[axis] - 1, 0, 2, 1])
+    np.testing.assert_allclose(out, ref[[shape[axis] - 1, 0, 2, 1]], atol=2e-6 * np.abs(ref).max())
+    assert len(fft._blocks(tuple(np.delete(shape, axis % len(shape))), 3)) > 2
+
+
 @pytest.mark.gpu
 def test_ifftc_planes_on_cupy_matches_cpu(rng):
     import cupy as cp
