@@ -112,6 +112,19 @@ class SigPy:
 
         return single_stage(work, self.xp)
 
+    def l1wavelet_volume(self, ksp: np.ndarray, maps: np.ndarray, mask: np.ndarray, max_iter: int) -> Runner:
+        """3D ``L1WaveletRecon`` (db4, CS_LAM, ``max_iter`` iterations) of (coil, z, y, x) k-space, ``mask``
+        over (y, x). The maps go to the device inside the run too: given host maps, SigPy's ``Multiply``
+        copies them to the GPU at every application. Its wavelet runs through PyWavelets on the host."""
+        weights = mask.astype(np.float32)
+
+        def work() -> np.ndarray:
+            y, w, s = (self.sp.to_device(a, self.device) for a in (ksp, weights, maps))
+            return self._host(self.app.L1WaveletRecon(
+                y, s, CS_LAM, weights=w, max_iter=max_iter, device=self.device, show_pbar=False).run())
+
+        return single_stage(work, self.xp)
+
     def zerofill(self, ksp: np.ndarray) -> Runner:
         """Root-sum-of-squares of the inverse FFT of the zero-filled k-space."""
 
@@ -219,6 +232,20 @@ class Bart:
         def run() -> tuple[np.ndarray, dict[str, float]]:
             t = self.call("pics", *BART_REGULARISERS[kind], "-i", CS_ITERS, "-w", 1, "-p", p, k, m, "cs_out")
             return _from_bart(self.get("cs_out")), {"all": t}
+
+        return run
+
+    def l1wavelet_volume(self, ksp: np.ndarray, maps: np.ndarray, mask: np.ndarray, max_iter: int) -> Runner:
+        """``bart pics -l1`` (its wavelet over dims 0-2), CS_LAM, ``max_iter`` iterations, no data scaling, on
+        (coil, z, y, x) k-space; ``mask`` over (y, x), repeated along z (pics wants the pattern's dims equal
+        to the k-space's but for the coils)."""
+        k = self.put("l1vol_ksp", _to_bart(ksp, 4))
+        m = self.put("l1vol_maps", _to_bart(maps, 4))
+        p = self.put("l1vol_pat", _to_bart(np.broadcast_to(mask, ksp.shape[1:]).astype(np.complex64), 3))
+
+        def run() -> tuple[np.ndarray, dict[str, float]]:
+            t = self.call("pics", *BART_REGULARISERS["l1wavelet"], "-i", max_iter, "-w", 1, "-p", p, k, m, "l1vol_out")
+            return _from_bart(self.get("l1vol_out")), {"all": t}
 
         return run
 

@@ -7,10 +7,14 @@ floor: the FFTs and array passes the algorithm cannot avoid, measured on this ma
 
     .venv/bin/python scripts/benchmark.py                      # P1, P2 and P3, CPU, all peers found
     .venv/bin/python scripts/benchmark.py --problems P1 --repeats 5 --json results.json
-    .venv/bin/python scripts/benchmark.py --quick --device cuda  # on a GPU: SigPy on CuPy too
+    .venv/bin/python scripts/benchmark.py --quick --device cuda  # on a GPU: SigPy on CuPy too, and P2L1
+    .venv/bin/python scripts/benchmark.py --problems P2L1 --quick --no-peers  # the 3D L1-wavelet exam
 
 ``--quick`` solves P2 on 16 contiguous central slices and extrapolates the per-slice part to all 160
 (the readout FFT always runs on the whole volume); such rows are labelled "extrapolated".
+P2L1 (``scripts/bench_exam3d.py``) is P2's volume as one 3D L1-wavelet problem, 100 FISTA iterations;
+its peers are SigPy on CuPy with ``--device cuda``, SigPy and BART on the CPU; runs too long to repeat
+(SigPy on CuPy, slow CPU peers, mrirecon with ``--quick`` on the CPU) do 10 iterations, x10, "extrapolated".
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_exam3d  # noqa: E402
 import bench_nufft  # noqa: E402
 from bench_peers import Bart, SigPy, bart_executable, sigpy_device, sigpy_module  # noqa: E402
 from bench_problems import (  # noqa: E402
@@ -385,21 +390,25 @@ def write_json(path: Path, env: dict[str, Any], skipped: list[str], rows: list[R
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--problems", default="P1,P2,P3", help="comma-separated subset of P1,P2,P3 (default all)")
-    parser.add_argument("--quick", action="store_true", help=f"P2 on {QUICK_SLICES} central slices, extrapolated")
+    parser.add_argument("--problems", help="comma-separated subset of P1,P2,P3,P2L1 (default P1,P2,P3; "
+                                           "with --device cuda also P2L1)")
+    parser.add_argument("--quick", action="store_true", help=f"P2 on {QUICK_SLICES} central slices; P2L1 on the "
+                        f"CPU: mrirecon {bench_exam3d.SHORT_ITERS} iterations; extrapolated")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where mrirecon (and SigPy-CuPy) run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per tool and task (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs before timing (JIT, plans, caches)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="OMP_NUM_THREADS for BART")
     parser.add_argument("--json", type=Path, help="write machine-readable results here")
     parser.add_argument("--no-peers", action="store_true", help="time mrirecon alone")
-    parser.add_argument("--tasks", default="", help="P1/P2 tasks whose name contains one of these comma-separated "
+    parser.add_argument("--tasks", default="", help="P1/P2/P2L1 tasks whose name contains one of these comma-separated "
                                                     "words (e.g. 'zero,TV'; default every task)")
     args = parser.parse_args(argv)
+    if args.problems is None:
+        args.problems = "P1,P2,P3" + (",P2L1" if args.device == "cuda" else "")
     args.problems = [p.strip().upper() for p in args.problems.split(",") if p.strip()]
-    unknown = set(args.problems) - {"P1", "P2", "P3"}
+    unknown = set(args.problems) - {"P1", "P2", "P3", bench_exam3d.PROBLEM}
     if unknown or not args.problems:
-        parser.error(f"--problems takes P1, P2 and/or P3, got {sorted(unknown) or 'nothing'}")
+        parser.error(f"--problems takes P1, P2, P3 and/or P2L1, got {sorted(unknown) or 'nothing'}")
     if args.repeats < 1 or args.warmup < 0:
         parser.error("--repeats must be at least 1 and --warmup at least 0")
     if args.device == "cuda" and not gpu_available():
@@ -442,11 +451,16 @@ def main(argv: list[str] | None = None) -> int:
                 header = checksum_header(p1.kspace.header, p1.kspace.data, "benchmark-P1")
                 p1 = dataclasses.replace(p1, kspace=dataclasses.replace(p1.kspace, header=header))
                 tasks = p1_tasks(p1, args, peers, xp)
+            elif name == bench_exam3d.PROBLEM:
+                p2 = make_p2()
+                header = checksum_header(KSpaceHeader(), p2.kspace, "benchmark-P2L1")
+                tasks = [Task(name, **bench_exam3d.exam_task(p2, header, peers, args.device, xp, quick=args.quick,
+                                                             repeats=args.repeats))]
             else:
                 tasks = [p2_task(make_p2(), args, peers, xp)]
             words = [w.strip().lower() for w in args.tasks.split(",") if w.strip()]
             for task in (t for t in tasks if not words or any(w in t.name.lower() for w in words)):
-                for tool in tools:
+                for tool in (t for t in tools if t in task.runners):  # P2L1 uses some peers only
                     rows.append(measure(task, tool, args.repeats, args.warmup))
                     synchronize(xp)
                     if args.json:
