@@ -87,8 +87,9 @@ class SigPy:
         return single_stage(work, self.xp)
 
     def _sense(self, ksp: Any, maps: Any, weights: np.ndarray) -> Any:
-        """SenseRecon with explicit sampling weights, moved to where the k-space is (SigPy multiplies them)."""
-        weights = self.sp.to_device(weights, self.sp.get_device(ksp))
+        """SenseRecon with explicit sampling weights; k-space, maps and weights moved to SigPy's device once
+        (given host maps, SigPy's ``Multiply`` would copy them to the GPU at every application)."""
+        ksp, maps, weights = (self.sp.to_device(a, self.device) for a in (ksp, maps, weights))
         return self.app.SenseRecon(
             ksp, maps, lamda=LAM, weights=weights, max_iter=ITERS, device=self.device, show_pbar=False
         ).run()
@@ -104,10 +105,9 @@ class SigPy:
         weights = mask.astype(np.float32)
 
         def work() -> np.ndarray:
-            y = self.sp.to_device(ksp, self.device)
-            w = self.sp.to_device(weights, self.device)
+            y, w, s = (self.sp.to_device(a, self.device) for a in (ksp, weights, maps))
             return self._host(
-                app(y, maps, CS_LAM, weights=w, max_iter=CS_ITERS, device=self.device, show_pbar=False).run()
+                app(y, s, CS_LAM, weights=w, max_iter=CS_ITERS, device=self.device, show_pbar=False).run()
             )
 
         return single_stage(work, self.xp)

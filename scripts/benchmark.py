@@ -167,13 +167,14 @@ def _peers(args: argparse.Namespace, bart: Bart | None) -> dict[str, Any]:
     peers: dict[str, Any] = {}
     if args.no_peers:
         return peers
-    cpu = sigpy_device(False)
-    if cpu is not None:
-        peers["sigpy"] = SigPy(cpu)
-    if args.device == "cuda":
+    if args.device == "cuda":  # the GPU figures stand beside SigPy on the same card; CPU peers would eat the time
         gpu = sigpy_device(True)
         if gpu is not None:
             peers["sigpy-cupy"] = SigPy(gpu)
+        return peers
+    cpu = sigpy_device(False)
+    if cpu is not None:
+        peers["sigpy"] = SigPy(cpu)
     if bart is not None:
         peers["bart"] = bart
     return peers
@@ -419,14 +420,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     xp = _array_module(args.device)
-    bart_path = None if args.no_peers else bart_executable()
+    bart_path = None if args.no_peers or args.device == "cuda" else bart_executable()
     skipped = []
     if not args.no_peers:
         if sigpy_module() is None:
             skipped.append("sigpy (not installed)")
         elif args.device == "cuda" and sigpy_device(True) is None:
             skipped.append("sigpy-cupy (SigPy cannot use CuPy here)")
-        if bart_path is None:
+        if args.device == "cuda":
+            skipped.append("CPU peers (SigPy on NumPy, BART): --device cuda compares with SigPy on CuPy")
+        elif bart_path is None:
             skipped.append("bart (not on PATH)")
     env = environment(args, bart_path)
     print(f"# {env['date_utc']}  {env['cpu']} x{env['cores']}  device={args.device}"
