@@ -3,11 +3,14 @@
 - ``l2_dual_update``: PDHG's dual step for the data term ``||z - y||^2 / 2`` of Cartesian SENSE,
   ``u <- (u + sigma (w z - y)) / (1 + sigma)`` and then ``z <- w u`` (the input of ``A^H u``), on
   coil-sized arrays: one pass instead of about six.
-- ``cg_update``: the conjugate-gradient step ``x += alpha p``, ``r -= alpha Ap`` and ``|r|^2``.
+- ``cg_update``: the conjugate-gradient step ``x += alpha p``, ``r -= alpha Ap`` and ``|r|^2``, also
+  batched (one ``alpha`` and one ``|r|^2`` per independent system, kept on the device); ``real_dot``:
+  ``Re <u, v>`` per system.
 - ``tv_dual_update``: TV's dual step, periodic backward differences of ``x``, ``v <- proj(v + sigma G x)``
   onto ``{|v| <= bound}`` (per element or per voxel group) and ``G^H v``, for 2D and 3D images.
 
-Each has a Numba CPU kernel. ``l2_dual_update`` (the coil-sized one) has a numba.cuda twin;
+Each has a Numba CPU kernel. ``l2_dual_update`` (the coil-sized one) and the batched ``cg_update`` and
+``real_dot`` have numba.cuda twins;
 ``cg_update`` falls back to xp array code (NumPy or CuPy) for arrays the kernel does not take; for
 ``tv_dual_update`` the caller checks ``tv_kernel_fits`` and otherwise composes the unfused steps
 (``finite_difference.LinfDual``: the difference operator and ``prox.project_linf_ball``).
@@ -15,10 +18,10 @@ Each has a Numba CPU kernel. ``l2_dual_update`` (the coil-sized one) has a numba
 from __future__ import annotations
 
 import numpy as np
-from numba import cuda, njit, prange
+from numba import cuda, float64, njit, prange
 
 from .backend import get_array_module
-from .coil import _launch_gpu  # importing coil also sets OMP_WAIT_POLICY before Numba's pool starts
+from .coil import _coil_block, _launch_gpu  # importing coil also sets OMP_WAIT_POLICY before Numba's pool starts
 
 _BLOCK = 8192  # elements per CPU work item
 _THREADS = 256  # CUDA threads per block
@@ -100,34 +103,139 @@ def _cg_row(x: np.ndarray, r: np.ndarray, p: np.ndarray, ap: np.ndarray, a) -> f
 
 
 @njit(parallel=True, nogil=True, fastmath=False, cache=True)
-def cg_update_cpu(x: np.ndarray, r: np.ndarray, p: np.ndarray, ap: np.ndarray, a: float) -> float:
+def cg_update_batched_cpu(x: np.ndarray, r: np.ndarray, p: np.ndarray, ap: np.ndarray, a: np.ndarray, rr: np.ndarray) -> None:
+    """Per system ``b``: ``x[b] += a[b] p[b]``, ``r[b] -= a[b] ap[b]`` over (batch, n) arrays, ``rr[b] = sum |r[b]|^2``
+    (CPU; ``a`` of their real dtype, ``rr`` float64). Each work item sums one block; the blocks add up per system."""
+    n_batch, n = x.shape
+    n_blocks = (n + _BLOCK - 1) // _BLOCK
+    partial = np.empty(n_batch * n_blocks, dtype=np.float64)
+    for k in prange(n_batch * n_blocks):
+        b, start, stop = _coil_block(k, n_blocks, n)
+        partial[k] = _cg_row(x[b, start:stop], r[b, start:stop], p[b, start:stop], ap[b, start:stop], a[b])
+    for b in range(n_batch):
+        rr[b] = partial[b * n_blocks:(b + 1) * n_blocks].sum()
+
+
+def cg_update_cpu(x: np.ndarray, r: np.ndarray, p: np.ndarray, ap: np.ndarray, a) -> float:
     """``x += a p``, ``r -= a ap`` over flat arrays (``a`` of their real dtype); returns ``sum |r|^2`` (CPU)."""
-    n = x.shape[0]
+    rr = np.empty(1, dtype=np.float64)
+    cg_update_batched_cpu(x[None], r[None], p[None], ap[None], np.full(1, a), rr)
+    return float(rr[0])
+
+
+@cuda.jit(device=True)
+def _block_sum_add(value, out, b):
+    """Sum ``value`` over the thread block (shared-memory tree) and add the block's total to ``out[b]``."""
+    cache = cuda.shared.array(_THREADS, dtype=float64)
+    t = cuda.threadIdx.x
+    cache[t] = value
+    cuda.syncthreads()
+    step = _THREADS // 2
+    while step > 0:
+        if t < step:
+            cache[t] += cache[t + step]
+        cuda.syncthreads()
+        step //= 2
+    if t == 0:
+        cuda.atomic.add(out, b, cache[0])
+
+
+@cuda.jit
+def _cg_batched_cuda(x, r, p, ap, a, rr):
+    # grid: blocks along x stride over one system's elements, blockIdx.y is the system
+    b = cuda.blockIdx.y
+    ab = a[b]
     total = 0.0
-    for b in prange((n + _BLOCK - 1) // _BLOCK):
-        start = b * _BLOCK
-        stop = min(start + _BLOCK, n)
-        total += _cg_row(x[start:stop], r[start:stop], p[start:stop], ap[start:stop], a)
-    return total
+    for i in range(cuda.grid(1), x.shape[1], cuda.gridsize(1)):
+        x[b, i] += ab * p[b, i]
+        ri = r[b, i] - ab * ap[b, i]
+        r[b, i] = ri
+        total += ri.real * ri.real + ri.imag * ri.imag
+    _block_sum_add(total, rr, b)
 
 
-def _cg_update_xp(x, r, p, ap, alpha: float) -> float:
+@cuda.jit
+def _real_dot_cuda(u, v, out):
+    b = cuda.blockIdx.y
+    total = 0.0
+    for i in range(cuda.grid(1), u.shape[1], cuda.gridsize(1)):
+        total += u[b, i].real * v[b, i].real + u[b, i].imag * v[b, i].imag
+    _block_sum_add(total, out, b)
+
+
+def _reduce_blocks(n: int) -> int:
+    """Thread blocks per system of a CUDA reduction over ``n`` elements: ~16 elements per thread, at most 1024."""
+    return max(1, min(1024, n // (16 * _THREADS)))
+
+
+def cg_update_batched_cuda(x, r, p, ap, a, rr, stream=0) -> None:
+    """GPU twin of ``cg_update_batched_cpu``: one launch for all systems; ``rr`` (float64) must start at zero."""
+    _cg_batched_cuda[(_reduce_blocks(x.shape[1]), x.shape[0]), _THREADS, stream](x, r, p, ap, a, rr)
+
+
+def real_dot_batched_cuda(u, v, out, stream=0) -> None:
+    """``out[b] += sum Re(conj(u[b]) v[b])`` over (batch, n) complex arrays, one launch (``out`` float64)."""
+    _real_dot_cuda[(_reduce_blocks(u.shape[1]), u.shape[0]), _THREADS, stream](u, v, out)
+
+
+def _batch_shape(x, batch_ndim: int) -> tuple[int, ...]:
+    """Per-system scalars' shape: the batch axes, then ones that broadcast over each system's axes."""
+    return tuple(x.shape[:batch_ndim]) + (1,) * (x.ndim - batch_ndim)
+
+
+def real_dot(u, v, batch_ndim: int):
+    """``Re <u, v>`` per system: the leading ``batch_ndim`` axes index independent systems. A float64 array
+    of shape (*batch, 1, ...) on ``u``'s device (no host transfer): one kernel launch on a GPU."""
+    xp = get_array_module(u)
+    shape = _batch_shape(u, batch_ndim)
+    n_batch = int(np.prod(shape))
+    if xp is not np and _kernel_ready((u, v), (np.complex64, np.complex128)):
+        out = xp.zeros(n_batch, dtype=xp.float64)
+        _launch_gpu(xp, real_dot_batched_cuda, u.reshape(n_batch, -1), v.reshape(n_batch, -1), out)
+        return out.reshape(shape)
+    u2, v2 = u.reshape(n_batch, -1), v.reshape(n_batch, -1)
+    out = np.array([np.vdot(u2[b], v2[b]).real for b in range(n_batch)]) if xp is np else (u2.conj() * v2).real.sum(axis=1)
+    return out.astype(xp.float64).reshape(shape)
+
+
+def _cg_update_xp(x, r, p, ap, alpha, batch_ndim: int = 0):
     xp = get_array_module(x)
     x += alpha * p
     r -= alpha * ap
+    if batch_ndim:
+        return real_dot(r, r, batch_ndim)
     return float(xp.vdot(r.ravel(), r.ravel()).real)
 
 
-def cg_update(x, r, p, ap, alpha: float) -> float:
+def cg_update(x, r, p, ap, alpha, batch_ndim: int = 0):
     """In place ``x += alpha p`` and ``r -= alpha ap``; returns ``||r||^2`` (a real ``alpha``).
 
-    The Numba kernel takes C-contiguous NumPy arrays of one complex dtype; anything else (CuPy,
-    real dtypes, other layouts) runs the xp twin.
+    ``batch_ndim > 0``: the leading axes index independent systems, ``alpha`` is a real array of shape
+    (*batch, 1, ...) (one step per system, e.g. 0 for a converged one) and the result a float64 array of
+    that shape on the arrays' device (no host transfer; one kernel launch on a GPU).
+    The Numba kernels take C-contiguous NumPy arrays of one complex dtype (the CUDA twin: CuPy arrays);
+    anything else (real dtypes, other layouts) runs the xp twin.
     """
     arrays = (x, r, p, ap)
-    if get_array_module(x) is np and _kernel_ready(arrays, (np.complex64, np.complex128)):
-        return float(cg_update_cpu(*(a.reshape(-1) for a in arrays), _real(x, alpha)))
-    return _cg_update_xp(x, r, p, ap, alpha)
+    xp = get_array_module(x)
+    ready = _kernel_ready(arrays, (np.complex64, np.complex128))
+    if batch_ndim == 0:
+        if xp is np and ready:
+            return float(cg_update_cpu(*(a.reshape(-1) for a in arrays), _real(x, alpha)))
+        return _cg_update_xp(x, r, p, ap, alpha)
+    if not ready:
+        return _cg_update_xp(x, r, p, ap, alpha, batch_ndim)
+    shape = _batch_shape(x, batch_ndim)
+    n_batch = int(np.prod(shape))
+    flat = [a.reshape(n_batch, -1) for a in arrays]
+    a = xp.ascontiguousarray(xp.asarray(alpha).reshape(n_batch), dtype=np.finfo(x.dtype).dtype)
+    if xp is np:
+        rr = np.empty(n_batch, dtype=np.float64)
+        cg_update_batched_cpu(*flat, a, rr)
+    else:
+        rr = xp.zeros(n_batch, dtype=xp.float64)
+        _launch_gpu(xp, cg_update_batched_cuda, *flat, a, rr)
+    return rr.reshape(shape)
 
 
 # -- TV dual step -------------------------------------------------------------------------------

@@ -238,3 +238,60 @@ def test_cartesian_sense_and_dual_on_cupy_match_cpu(rng, shape):
     back_gpu = gpu.l2_dual(cp.asarray(y * mask)).dual_step(u_gpu, cp.asarray(x), 0.3)
     np.testing.assert_allclose(cp.asnumpy(u_gpu), u_cpu, atol=1e-4)
     np.testing.assert_allclose(cp.asnumpy(back_gpu), back_cpu, atol=1e-4)
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_batched_cg_update_and_real_dot_match_numpy(rng, contiguous):
+    """Per-system steps (one of them 0: a frozen system) and per-system |r|^2 and Re <u, v>, kept as
+    (batch, 1, 1) arrays; non-contiguous arrays take the xp twin."""
+    shape = (3, 2, 90, 100)  # 9000 elements per system: more than one CPU block
+    x, r, p, ap = (_complex(rng, shape) for _ in range(4))
+    if not contiguous:
+        x, r, p, ap = (np.swapaxes(a, -1, -2).copy().swapaxes(-1, -2) for a in (x, r, p, ap))
+    alpha = np.array([0.37, 0.0, -1.2], dtype=np.float32).reshape(3, 1, 1, 1)
+    ex, er = x + alpha * p, r - alpha * ap
+    dot = fused.real_dot(p, ap, 1)
+    rr = fused.cg_update(x, r, p, ap, alpha, batch_ndim=1)
+    assert rr.shape == dot.shape == (3, 1, 1, 1) and rr.dtype == dot.dtype == np.float64
+    np.testing.assert_allclose(x, ex, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(r, er, atol=1e-5, rtol=0)
+    rr_ref = [np.vdot(er[b].astype(np.complex128), er[b]).real for b in range(3)]
+    dot_ref = [np.vdot(p[b].astype(np.complex128), ap[b]).real for b in range(3)]
+    np.testing.assert_allclose(rr.ravel(), rr_ref, rtol=1e-5)
+    np.testing.assert_allclose(dot.ravel(), dot_ref, rtol=1e-4, atol=1e-2)  # a sum of +- terms: cancellation
+
+
+_SIM_CG_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np
+    from numba import cuda
+    from mrirecon.kernels import fused
+
+    assert cuda.is_available(), "CUDA simulator not active"
+    rng = np.random.default_rng(5)
+    c = lambda s: (rng.standard_normal(s) + 1j * rng.standard_normal(s)).astype(np.complex64)
+    n_batch, n = 3, 8300  # two thread blocks per system (grid-stride loops with a ragged end)
+    x, r, p, ap = (c((n_batch, n)) for _ in range(4))
+    a = np.array([0.4, 0.0, -0.7], dtype=np.float32)
+    xc, rc, xg, rg = x.copy(), r.copy(), x.copy(), r.copy()
+    rr_cpu, rr_gpu, dot_gpu = np.empty(n_batch), np.zeros(n_batch), np.zeros(n_batch)
+    fused.cg_update_batched_cpu(xc, rc, p, ap, a, rr_cpu)
+    fused.cg_update_batched_cuda(xg, rg, p, ap, a, rr_gpu)
+    fused.real_dot_batched_cuda(p, ap, dot_gpu)
+    dot_ref = np.array([np.vdot(p[b], ap[b]).real for b in range(n_batch)])
+    print(np.abs(xg - xc).max(), np.abs(rg - rc).max(), np.abs(rr_gpu / rr_cpu - 1).max(),
+          np.abs(dot_gpu - dot_ref).max() / np.abs(p).max() ** 2)
+    """
+)
+
+
+def test_batched_cg_cuda_twins_match_cpu_under_simulator():
+    """The numba.cuda batched CG update and per-system dot (block reductions, one atomic add per block)
+    under NUMBA_ENABLE_CUDASIM=1, against the CPU kernel and NumPy."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    result = subprocess.run(
+        [sys.executable, "-c", _SIM_CG_SCRIPT], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    errors = [float(v) for v in result.stdout.split()]
+    assert len(errors) == 4 and max(errors) < 1e-5, errors

@@ -175,3 +175,88 @@ def test_ifftc_planes_on_cupy_matches_cpu(rng):
     x = _complex(rng, (3, 8, 6, 5))
     np.testing.assert_allclose(cp.asnumpy(ifftc_planes(cp.asarray(x), 1, [7, 0, 3])), ifftc_planes(x, 1, [7, 0, 3]),
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("shared_weight", [True, False])
+def test_batched_dispatchers_equal_per_entry_calls(rng, shared_weight):
+    """Expand, combine and weight with a leading batch axis (2 x 3 entries) equal the unbatched calls per
+    entry (the same row kernels: bit-identical), with a weight per entry or shared by all."""
+    batch, shape = (2, 3), (4, 130, 70)
+    maps, image, y = _complex(rng, batch + shape), _complex(rng, batch + shape[1:]), _complex(rng, batch + shape)
+    weight = rng.standard_normal(shape[1:] if shared_weight else batch + shape[1:]).astype(np.float32)
+    expanded = coil.sense_expand(image, maps, batch_ndim=2)
+    combined = coil.sense_combine(y, maps, batch_ndim=2)
+    weighted = y.copy()
+    coil.apply_weight(weighted, weight, batch_ndim=2)
+    assert expanded.shape == maps.shape and combined.shape == image.shape
+    for index in np.ndindex(*batch):
+        w = weight if shared_weight else weight[index]
+        np.testing.assert_array_equal(expanded[index], coil.sense_expand(image[index], maps[index]))
+        np.testing.assert_array_equal(combined[index], coil.sense_combine(y[index], maps[index]))
+        single = y[index].copy()
+        coil.apply_weight(single, w)
+        np.testing.assert_array_equal(weighted[index], single)
+    with pytest.raises(ValueError, match="do not match"):
+        coil.sense_expand(image[:, :2], maps, batch_ndim=2)
+
+
+_SIM_BATCHED_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np
+    from numba import cuda
+    from mrirecon.kernels import coil
+
+    assert cuda.is_available(), "CUDA simulator not active"
+    rng = np.random.default_rng(8)
+    c = lambda s: (rng.standard_normal(s) + 1j * rng.standard_normal(s)).astype(np.complex64)
+    n_batch, n_coils, n = 3, 2, 300  # two thread blocks per entry, the second partial
+    maps, image, y = c((n_batch, n_coils, n)), c((n_batch, n)), c((n_batch, n_coils, n))
+    errors = []
+    for args, out_shape, gpu_fn, cpu_fn in (
+        ((image, maps), maps.shape, coil.sense_expand_batched_cuda, coil.sense_expand_batched_cpu),
+        ((y, maps), image.shape, coil.sense_combine_batched_cuda, coil.sense_combine_batched_cpu),
+    ):
+        gpu, cpu = np.zeros(out_shape, np.complex64), np.zeros(out_shape, np.complex64)
+        gpu_fn(*args, gpu)
+        cpu_fn(*args, cpu)
+        errors.append(np.abs(gpu - cpu).max())
+    for rows in (n_batch, 1):  # a weight per entry, then one shared
+        w = rng.standard_normal((rows, n)).astype(np.float32)
+        gpu, cpu = y.copy(), y.copy()
+        coil.weight_batched_cuda(gpu, w)
+        coil.weight_batched_cpu(cpu, w)
+        errors.append(np.abs(gpu - cpu).max() + np.abs(cpu - y * w[:, None]).max())
+    print(*errors)
+    """
+)
+
+
+def test_batched_cuda_kernels_match_cpu_under_simulator():
+    """The batched numba.cuda twins (a grid over pixels x batch entries) under NUMBA_ENABLE_CUDASIM=1."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    result = subprocess.run(
+        [sys.executable, "-c", _SIM_BATCHED_SCRIPT], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    errors = [float(v) for v in result.stdout.split()]
+    assert len(errors) == 4 and max(errors) < 1e-5, errors
+
+
+@pytest.mark.gpu
+def test_cupy_batched_kernels_match_cpu(rng):
+    import cupy as cp
+
+    batch, shape = (3,), (4, 33, 20)
+    maps, image, y = _complex(rng, batch + shape), _complex(rng, batch + shape[1:]), _complex(rng, batch + shape)
+    weight = rng.standard_normal(batch + shape[1:]).astype(np.float32)
+    g = cp.asarray
+    np.testing.assert_allclose(
+        cp.asnumpy(coil.sense_expand(g(image), g(maps), batch_ndim=1)), coil.sense_expand(image, maps, batch_ndim=1), rtol=1e-6, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        cp.asnumpy(coil.sense_combine(g(y), g(maps), batch_ndim=1)), coil.sense_combine(y, maps, batch_ndim=1), rtol=1e-5, atol=1e-5
+    )
+    weighted, weighted_gpu = y.copy(), g(y)
+    coil.apply_weight(weighted, weight, 1)
+    coil.apply_weight(weighted_gpu, g(weight), 1)
+    np.testing.assert_allclose(cp.asnumpy(weighted_gpu), weighted, rtol=1e-6, atol=1e-6)
