@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from .kernels.backend import get_array_module
 from .kernels.coil import apply_weight, sense_combine, sense_expand
 from .kernels.fft import checkerboard, fft_uncentred, fftc, ifftc
@@ -246,14 +248,22 @@ class CartesianSense(LinearOperator):
     Each call: one fused expand or combine (``kernels/coil.py``), one unshifted FFT in place and one
     weight pass; the adjoint and the normal reuse one coil buffer. ``M`` is real (a 0/1 sampling mask,
     or sample weights: the normal uses ``W^2``).
+
+    ``batch_ndim`` leading axes are a batch of independent problems (e.g. the slices of a hybrid-space
+    volume): maps (*batch, coil, *spatial), images (*batch, *spatial), a mask per entry (*batch, *spatial)
+    or one shared by all (*spatial); the FFTs run over the trailing spatial axes only and the coil
+    kernels over the whole batch at once (one launch each on a GPU).
     """
 
-    def __init__(self, maps, mask):
+    def __init__(self, maps, mask, batch_ndim: int = 0):
         xp = get_array_module(maps)
-        super().__init__(maps.shape, maps.shape[1:], "CartesianSense")
-        spatial = tuple(maps.shape[1:])
+        batch = tuple(maps.shape[:batch_ndim])
+        spatial = tuple(maps.shape[batch_ndim + 1:])
+        super().__init__(maps.shape, batch + spatial, "CartesianSense")
+        self.batch_ndim = batch_ndim
         self.axes = tuple(range(-len(spatial), 0))
-        mask = xp.broadcast_to(xp.asarray(mask).astype(xp.float32), spatial)
+        mask = xp.asarray(mask).astype(xp.float32)
+        mask = xp.broadcast_to(mask, batch + spatial if mask.ndim > len(spatial) else spatial)
         self.even = all(n % 2 == 0 for n in spatial)
         if self.even:
             c, sc = (xp.asarray(f) for f in checkerboard(spatial, len(spatial)))
@@ -261,18 +271,18 @@ class CartesianSense(LinearOperator):
             self.weight = xp.ascontiguousarray(sc * mask)
         else:
             self.maps = xp.ascontiguousarray(xp.fft.ifftshift(xp.asarray(maps, dtype=xp.complex64), axes=self.axes))
-            self.weight = xp.ascontiguousarray(xp.fft.ifftshift(mask))
+            self.weight = xp.ascontiguousarray(xp.fft.ifftshift(mask, axes=self.axes))
         self.weight2 = self.weight * self.weight
         self._coils = None
 
     # -- coordinates: the fused core acts on uncentre(x) and returns uncentred k-space ------------
     def uncentre(self, x):
         """Image -> the coordinates the fused core acts on (identity for even sizes, else ``ifftshift``)."""
-        return x if self.even else get_array_module(x).fft.ifftshift(x, axes=tuple(range(x.ndim)))
+        return x if self.even else get_array_module(x).fft.ifftshift(x, axes=self.axes)
 
     def centre(self, u):
         """Inverse of ``uncentre``."""
-        return u if self.even else get_array_module(u).fft.fftshift(u, axes=tuple(range(u.ndim)))
+        return u if self.even else get_array_module(u).fft.fftshift(u, axes=self.axes)
 
     def uncentre_kspace(self, y):
         """Coil k-space -> the core's k-space coordinates (identity for even sizes, else ``ifftshift``)."""
@@ -292,27 +302,29 @@ class CartesianSense(LinearOperator):
     # -- the fused core: W F0 S_f, its adjoint and its normal ----------------------------------------
     def coil_spectra(self, u, out=None):
         """``F0 S_f u`` (unweighted, uncentred) into ``out`` (a new array when None); use the result."""
-        return fft_uncentred(sense_expand(u, self.maps, out=out), self.axes)
+        return fft_uncentred(sense_expand(u, self.maps, out=out, batch_ndim=self.batch_ndim), self.axes)
 
     def core_forward(self, u, out=None):
         """``W F0 S_f u`` (uncentred k-space) into ``out`` (a new array when None); use the result."""
         coils = self.coil_spectra(u, out)
-        apply_weight(coils, self.weight)
+        apply_weight(coils, self.weight, self.batch_ndim)
         return coils
 
     def core_adjoint(self, z):
         """``S_f^H F0^H W z`` for uncentred k-space ``z`` (left untouched): a new image."""
         xp = get_array_module(z)
-        coils = fft_uncentred(xp.multiply(z, self.weight, out=self.buffer()), self.axes, inverse=True)
-        return sense_combine(coils, self.maps)
+        weight = xp.expand_dims(self.weight, self.batch_ndim) if self.weight.ndim > len(self.axes) else self.weight
+        coils = fft_uncentred(xp.multiply(z, weight, out=self.buffer()), self.axes, inverse=True)
+        return sense_combine(coils, self.maps, batch_ndim=self.batch_ndim)
 
-    def core_normal(self, u, lam: float = 0.0):
-        """``S_f^H F0^H W^2 F0 S_f u + lam u``: the normal operator in the core's coordinates."""
+    def core_normal(self, u, lam=0.0):
+        """``S_f^H F0^H W^2 F0 S_f u + lam u``: the normal operator in the core's coordinates (``lam``: a float,
+        or per batch entry a real array of shape (*batch, 1, ...))."""
         coils = self.coil_spectra(u, self.buffer())
-        apply_weight(coils, self.weight2)
+        apply_weight(coils, self.weight2, self.batch_ndim)
         coils = fft_uncentred(coils, self.axes, inverse=True)
-        out = sense_combine(coils, self.maps)
-        if lam:
+        out = sense_combine(coils, self.maps, batch_ndim=self.batch_ndim)
+        if getattr(lam, "ndim", 0) or lam:
             out += lam * u
         return out
 
@@ -332,7 +344,9 @@ class CartesianSense(LinearOperator):
         return SenseNormal.of(self, centred=True)
 
     def l2_dual(self, y) -> SenseDataDual:
-        """PDHG dual block of the data term ``||A x - y||^2 / 2`` (``solvers.pdhg`` with prox None)."""
+        """PDHG dual block of the data term ``||A x - y||^2 / 2`` (``solvers.pdhg`` with prox None); unbatched."""
+        if self.batch_ndim:
+            raise ValueError(f"{self.name}: the fused PDHG dual step takes no batch dims")
         return SenseDataDual(self, y)
 
 
@@ -372,22 +386,25 @@ class SenseNormal(LinearOperator):
     returns centred images: what ``CartesianSense.N`` (and ``(Sampling @ FFT @ Sense).N``) returns.
     Each call: fused expand into a reused coil buffer, FFT in place, weight in place, inverse FFT in
     place, fused combine; the only other pass is ``+ lam u`` on the image.
+    ``batch_ndim``: a batch of independent problems (``CartesianSense``); ``lam`` is then one float for
+    all or one per entry (an array that broadcasts as (*batch, 1, ...)).
     """
 
-    def __init__(self, maps, mask, lam: float = 0.0, centred: bool = False):
-        self._setup(CartesianSense(maps, mask), lam, centred)
+    def __init__(self, maps, mask, lam=0.0, centred: bool = False, batch_ndim: int = 0):
+        self._setup(CartesianSense(maps, mask, batch_ndim), lam, centred)
 
     @classmethod
-    def of(cls, model: CartesianSense, lam: float = 0.0, centred: bool = False) -> SenseNormal:
+    def of(cls, model: CartesianSense, lam=0.0, centred: bool = False) -> SenseNormal:
         """The normal operator of ``model`` (+ ``lam I``), sharing its folded arrays and buffer."""
         normal = cls.__new__(cls)
         normal._setup(model, lam, centred)
         return normal
 
-    def _setup(self, model: CartesianSense, lam: float, centred: bool) -> None:
+    def _setup(self, model: CartesianSense, lam, centred: bool) -> None:
         super().__init__(model.ishape, model.ishape, "SenseNormal")
         self.model = model
-        self.lam = float(lam)
+        xp = get_array_module(model.maps)
+        self.lam = float(lam) if np.ndim(lam) == 0 else xp.asarray(lam, dtype=xp.float32)
         self.centred = centred
 
     def uncentre(self, x):

@@ -1,7 +1,8 @@
 """Iterative solvers that run on whatever array module the data lives in (NumPy or CuPy).
 
 Operators are anything callable on an array: a ``LinearOperator`` (``A.N``) or a plain function.
-Scalars (step sizes, residual norms) are pulled to the host once per iteration, vectors stay on the device.
+Scalars (step sizes, residual norms) are pulled to the host once per iteration, vectors stay on the device;
+batched conjugate gradients keep per-system scalars on the device too.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .kernels.backend import get_array_module
-from .kernels.fused import cg_update
+from .kernels.fused import cg_update, real_dot
 
 Operator = Callable[[Any], Any]
 
@@ -29,13 +30,23 @@ def conjugate_gradient(
     x0=None,
     max_iter: int = 30,
     tol: float = 1e-6,
-    callback: Callable[[int, Any, float], None] | None = None,
+    callback: Callable[[int, Any, Any], None] | None = None,
+    batch_ndim: int = 0,
+    check_every: int = 5,
 ):
     """Solve ``N x = rhs`` for a Hermitian positive (semi-)definite ``N`` by conjugate gradients.
 
     Stops after ``max_iter`` iterations or when ``||r|| <= tol * ||rhs||``. ``callback(k, x, rel_res)``
     is called after iteration ``k`` (0-based) with the current iterate and relative residual.
     The iterate keeps the dtype of ``rhs`` (complex64 on the hot path).
+
+    ``batch_ndim > 0``: the leading axes of ``rhs`` index independent systems (``normal_op`` acts on each
+    on its own, e.g. a batched ``SenseNormal``), solved together: step sizes and residuals are per system
+    and stay on the device (a GPU loop with ``tol == 0`` never waits for the host). A system whose
+    residual reaches ``tol`` freezes (its step becomes 0), tested on the device every iteration, so each
+    result equals its own single solve; whether all are frozen (the only host check) is asked every
+    ``check_every`` iterations, which costs a frozen batch at most ``check_every - 1`` idle iterations
+    but saves the host round trip of the other iterations. ``rel_res`` is then an array per system.
     """
     xp = get_array_module(rhs)
     if x0 is None:
@@ -44,24 +55,51 @@ def conjugate_gradient(
     else:
         x = xp.array(x0, dtype=rhs.dtype, copy=True)
         r = rhs - normal_op(x)
-    rhs_norm2 = _dot(rhs, rhs).real
-    if rhs_norm2 == 0.0:
+    rhs_norm2 = _norm2(rhs, batch_ndim)
+    if not batch_ndim and rhs_norm2 == 0.0:
         return x
     p = r.copy()
-    rr = _dot(r, r).real
+    rr = _norm2(r, batch_ndim)
+    threshold = tol**2 * rhs_norm2
+    real = np.finfo(rhs.dtype).dtype  # per-system steps in the iterate's precision, as a Python float acts
+    active = (rr > threshold) & (rhs_norm2 > 0) if batch_ndim else True
     for k in range(max_iter):
-        if rr <= tol**2 * rhs_norm2:
+        if batch_ndim:
+            if tol > 0 and k % check_every == 0 and not bool(active.any()):
+                break
+        elif rr <= threshold:
             break
         ap = normal_op(p)
-        alpha = rr / _dot(p, ap).real
+        alpha = _step(rr, _norm2(p, batch_ndim, ap), active, real)
         # x += alpha p, r -= alpha ap and |r|^2 in one pass (ap is only read: an operator may return its input)
-        rr_new = cg_update(x, r, p, ap, alpha)
-        p *= rr_new / rr  # p <- r + beta p without a new array
+        rr_new = cg_update(x, r, p, ap, alpha, batch_ndim)
+        p *= _step(rr_new, rr, active, real)  # p <- r + beta p without a new array
         p += r
-        rr = rr_new
+        if batch_ndim:  # a frozen system keeps its residual (and so stays frozen)
+            rr = xp.where(active, rr_new, rr)
+            active &= rr > threshold
+        else:
+            rr = rr_new
         if callback is not None:
-            callback(k, x, float(np.sqrt(rr / rhs_norm2)))
+            rel = xp.sqrt(rr / xp.where(rhs_norm2 > 0, rhs_norm2, 1.0)) if batch_ndim else float(np.sqrt(rr / rhs_norm2))
+            callback(k, x, rel)
     return x
+
+
+def _norm2(a, batch_ndim: int, b=None):
+    """``Re <a, b>`` (``b = a`` when None): a Python float, or per system (``batch_ndim > 0``) a float64 device
+    array of shape (*batch, 1, ...)."""
+    b = a if b is None else b
+    return real_dot(a, b, batch_ndim) if batch_ndim else _dot(a, b).real
+
+
+def _step(num, den, active, dtype):
+    """``num / den`` (a CG step size alpha or beta); per system an array of ``dtype``, 0 for the frozen
+    systems (not ``active``). The Python float case only runs while its one system is active."""
+    if isinstance(num, float):
+        return num / den
+    xp = get_array_module(num)
+    return xp.where(active, num / xp.where(active, den, 1.0), 0.0).astype(dtype)
 
 
 def power_iteration(
