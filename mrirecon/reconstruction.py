@@ -23,7 +23,7 @@ from .data import Image, KSpace, Provenance
 from .errors import InputError
 from .kernels.backend import device_of, get_array_module, resolve_device, to_device, to_numpy
 from .kernels.threads import parallel_map
-from .methods import get_method
+from .methods import MethodInfo, get_method
 from .noise import whitener
 
 PREPROCESSING = ("whiten", "coil_compression")  # recon() options that are not method parameters
@@ -87,6 +87,13 @@ def _on_device(ksp: KSpace, device: str) -> KSpace:
     if all(a is None or device_of(a) == device for a in arrays):
         return ksp
     return ksp.to(device)
+
+
+def _solve_as_batch(batched: bool | None, info: MethodInfo, xp, n_entries: int) -> bool:
+    """Whether ``recon`` runs the method's batched form on all entries at once (see its ``batched``)."""
+    if info.batch_fn is None or n_entries < 2 or batched is False:
+        return False
+    return batched is True or xp is not np
 
 
 def _synchronize(xp) -> None:
@@ -164,6 +171,7 @@ def recon(
     device: str = "auto",
     whiten: bool | str = "auto",
     coil_compression: int | None = None,
+    batched: bool | None = None,
     **params: Any,
 ) -> Image:
     """Reconstruct ``ksp`` with a registered ``method`` (see ``list_methods()``) on ``device``.
@@ -172,6 +180,10 @@ def recon(
     parameters; those not given take the method's defaults and all are recorded in the provenance.
     ``whiten``: pre-whiten with the covariance of ``ksp.noise`` ("auto": when there are noise samples).
     ``coil_compression``: SVD-compress each task to this many virtual coils (after whitening).
+    ``batched``: solve all batch entries at once when the method has a batched form (``register_batch``,
+    e.g. ``sense``): None does so on a GPU (one large solve instead of many launch-bound small ones; on
+    the CPU the entries run side by side instead), True also on the CPU, False never. Each preprocessed
+    entry is the same either way, and so is the image.
     Raises ``InputError`` for an unknown method or parameter, a wrongly typed value, non-finite
     k-space, impossible preprocessing or an unavailable device.
     """
@@ -201,13 +213,19 @@ def recon(
     w = whitener(work) if recipe.get("whiten") else None
     per_entry = _per_entry_maps(used.get("maps"), work)
 
-    def run(index: tuple[int, ...]) -> None:
+    def prepare(index: tuple[int, ...]) -> tuple[KSpace, dict[str, Any]]:
         params_here = {**used, "maps": used["maps"][index]} if per_entry else used
-        task, task_params = _preprocess(_task(work, index), w, coil_compression, params_here)
+        return _preprocess(_task(work, index), w, coil_compression, params_here)
+
+    def run(index: tuple[int, ...]) -> None:
+        task, task_params = prepare(index)
         out[index] = info(task, **task_params)[crop]
 
     entries = list(np.ndindex(*batch_shape))
-    if xp is np:  # independent entries side by side, each on its share of the cores (kernels.threads)
+    if _solve_as_batch(batched, info, xp, len(entries)):
+        tasks, task_params = zip(*(prepare(index) for index in entries))
+        out[...] = info.solve_batch(tasks, task_params)[(slice(None),) + crop].reshape(out.shape)
+    elif xp is np:  # independent entries side by side, each on its share of the cores (kernels.threads)
         parallel_map(run, entries)
     else:
         for index in entries:

@@ -7,6 +7,11 @@ A method is a function ``fn(ksp, *, param=default, ...) -> image`` that takes on
 ``@register(...)`` and is imported at the bottom of this file. Parameters that several methods share
 are one argument annotated with a ``ParamGroup`` (``mrirecon.methods.params``): the registry lists its
 fields as flat parameters and gathers them back when it calls the method (``MethodInfo.__call__``).
+
+A method may also solve many tasks at once (e.g. the slices of a volume as one batched solve on a
+GPU, where one solve per slice would be dominated by kernel launches): ``@register_batch(name)`` adds
+``fn(tasks, params) -> images (n, *spatial)`` that takes the tasks and, per task, the parameters as the
+method itself gets them (groups gathered); ``MethodInfo.solve_batch`` binds and calls it.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import inspect
 import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +28,7 @@ from ..errors import InputError
 from .params import ParamGroup
 
 MethodFn = Callable[..., Any]
+BatchFn = Callable[[list[Any], list[dict[str, Any]]], Any]
 
 
 @dataclass(frozen=True)
@@ -50,13 +56,24 @@ class MethodInfo:
     params: tuple[ParamInfo, ...]
     fn: MethodFn
     groups: tuple[tuple[str, type[ParamGroup], tuple[str, ...]], ...] = ()  # (argument, group class, its fields)
+    batch_fn: BatchFn | None = None  # solves many tasks at once (``register_batch``)
 
     def __call__(self, ksp: Any, **params: Any) -> Any:
         """Run the method on one task with flat ``params`` (checked and completed by ``bind``)."""
+        return self.fn(ksp, **self._arguments(params))
+
+    def solve_batch(self, tasks: Sequence[Any], params: Sequence[dict[str, Any]]) -> Any:
+        """Run the batched form on ``tasks`` (one flat parameter dict each): images (len(tasks), *spatial)."""
+        if self.batch_fn is None:
+            raise TypeError(f"method {self.name!r} has no batched form")
+        return self.batch_fn(list(tasks), [self._arguments(p) for p in params])
+
+    def _arguments(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The method's keyword arguments: ``params`` bound, with parameter groups gathered into instances."""
         bound = self.bind(params)
         for argument, group, fields in self.groups:
             bound[argument] = group(**{f: bound.pop(f) for f in fields})
-        return self.fn(ksp, **bound)
+        return bound
 
     def bind(self, params: dict[str, Any]) -> dict[str, Any]:
         """All parameters (defaults filled in) after checking names and value types; else ``InputError``."""
@@ -144,6 +161,18 @@ def register(name: str, *, summary: str, reference: str = "") -> Callable[[Metho
     return deco
 
 
+def register_batch(name: str) -> Callable[[BatchFn], BatchFn]:
+    """Decorator that adds ``fn(tasks, params) -> images (n, *spatial)`` as the batched form of the registered
+    method ``name``: ``params[i]`` are task ``i``'s arguments as the method gets them (groups gathered), and
+    the result must equal the method run on each task."""
+
+    def deco(fn: BatchFn) -> BatchFn:
+        _REGISTRY[name] = dataclasses.replace(_REGISTRY[name], batch_fn=fn)
+        return fn
+
+    return deco
+
+
 def _group_params(group: type[ParamGroup], default: ParamGroup) -> list[ParamInfo]:
     """A group's fields as flat parameters, defaults from the method's default instance ``default``."""
     if not isinstance(default, group):
@@ -179,4 +208,4 @@ from . import l1wavelet, tv  # noqa: E402,F401
 from . import grappa, pocs  # noqa: E402,F401
 from . import noncartesian  # noqa: E402,F401
 
-__all__ = ["MethodInfo", "ParamInfo", "get_method", "list_methods", "register", "require_cartesian"]
+__all__ = ["MethodInfo", "ParamInfo", "get_method", "list_methods", "register", "register_batch", "require_cartesian"]
