@@ -34,11 +34,18 @@ if TYPE_CHECKING:  # the methods package imports this module
     from .methods.params import CoilMapParams
 
 
-def max_coil_power(maps) -> float:
+def max_coil_power(maps, batch_ndim: int = 0):
     """``max_r sum_c |S_c(r)|^2`` of coil maps (coil, *spatial): ``||S||^2``, the largest eigenvalue of
-    ``S^H S`` (1 for ESPIRiT maps), which scales the SENSE methods' Tikhonov weights and step bounds."""
+    ``S^H S`` (1 for ESPIRiT maps), which scales the SENSE methods' Tikhonov weights and step bounds.
+
+    A float; with ``batch_ndim`` leading batch axes (*batch, coil, *spatial), one value per entry as an
+    array on the maps' device (no host round trip per entry).
+    """
     xp = get_array_module(maps)
-    return float(xp.max(xp.sum(maps.real**2 + maps.imag**2, axis=0)))
+    power = xp.sum(maps.real**2 + maps.imag**2, axis=batch_ndim)
+    if not batch_ndim:
+        return float(xp.max(power))
+    return xp.max(power.reshape(power.shape[:batch_ndim] + (-1,)), axis=-1)
 
 
 def rss(x, axis: int = 0):

@@ -124,3 +124,14 @@ def test_adaptive_maps_on_gpu_match_cpu(phantom_r4, name):
     gpu = coil_maps(ksp.to("cuda"), name)
     assert isinstance(gpu, cp.ndarray)
     assert _relative_error(cp.asnumpy(gpu), cpu, np.abs(cpu).sum(0) > 0) < 1e-4
+
+
+def test_max_coil_power_per_batch_entry():
+    """One value per entry of stacked maps, equal to the value of each entry's own maps."""
+    from mrirecon.coils import max_coil_power
+
+    maps = np.stack([sim.birdcage_maps(4, (16, 16)) * scale for scale in (1.0, 2.0, 0.5)])
+    per_entry = max_coil_power(maps, batch_ndim=1)
+    assert per_entry.shape == (3,)
+    np.testing.assert_allclose(per_entry, [max_coil_power(m) for m in maps], rtol=1e-6)
+    np.testing.assert_allclose(per_entry, [1.0, 4.0, 0.25], rtol=1e-5)  # birdcage maps: sum |S|^2 = 1

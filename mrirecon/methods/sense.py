@@ -55,7 +55,7 @@ def sense_batch(tasks: list[KSpace], params: list[dict[str, Any]]) -> Any:
     xp = get_array_module(prepared[0][0])
     y, maps, mask = (xp.stack([entry[i] for entry in prepared]) for i in range(3))
     del prepared  # the per-task maps (a coil-sized array each) are stacked now
-    lam_abs = xp.asarray([lam * max_coil_power(m) for m in maps], dtype=xp.float32)
+    lam_abs = (lam * max_coil_power(maps, batch_ndim=1)).astype(xp.float32)
     return _cg_sense(y, maps, mask, lam_abs.reshape((-1,) + (1,) * (y.ndim - 2)), max_iter, tol, batch_ndim=1)
 
 
