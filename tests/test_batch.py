@@ -119,6 +119,24 @@ def test_plan_units_fit_the_budget_and_stay_contiguous():
     assert len(planner.plan_units([()], shape, "sense", "cpu", budget=one)) == 1
 
 
+def test_batched_units_plan_for_the_stacked_solve():
+    """On a GPU, sense solves a unit's entries at once: the estimate grows with the unit by the measured
+    per-entry workspace (BATCHED_WORKSPACE x K), so fewer tasks fit a budget than one at a time."""
+    shape = planner.TaskShape(coils=8, spatial=(128, 128))
+    params = get_method("sense").bind({})
+    k = shape.kspace_bytes
+    one_at_a_time = [planner.estimate_bytes("sense", shape, n, params) for n in (1, 8, 16)]
+    together = [planner.estimate_bytes("sense", shape, n, params, batched=True) for n in (1, 8, 16)]
+    assert together[0] == one_at_a_time[0]  # a single entry: the one-task workspace
+    assert together[2] - together[1] == pytest.approx(8 * (k + shape.image_bytes + planner.BATCHED_WORKSPACE * k), rel=1e-6)
+    budget = one_at_a_time[2]
+    pending = [(i,) for i in range(32)]
+    on_cpu = planner.plan_units(pending, shape, "sense", "cpu", budget=budget, params=params, max_batch=16)
+    on_gpu = planner.plan_units(pending, shape, "sense", "cuda", budget=budget, params=params, max_batch=16)
+    assert max(len(u.indices) for u in on_cpu) == 16 > max(len(u.indices) for u in on_gpu)
+    assert all(u.estimate_bytes <= budget for u in on_gpu)
+
+
 def test_task_shape_from_info(files):
     from mrirecon.io import open_raw
 
