@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+from bench_bandwidth import bandwidth_floor
 from bench_problems import CS_ITERS, CS_LAM, Problem3D, nrmse
 from bench_timing import Runner, readout_fft_floor, sense_iteration_floor, single_stage, transfer_floor
 from mrirecon.kernels.backend import to_numpy
@@ -83,7 +84,8 @@ def exam_task(
     repeats: int,
     iters: int = CS_ITERS,
 ) -> dict[str, Any]:
-    """The P2L1 task as ``benchmark.Task`` keywords (name, score, floor_s, note, runners, stage_weights).
+    """The P2L1 task as ``benchmark.Task`` keywords (name, score, floor_s, note, runners, stage_weights,
+    bandwidth_s: the readout FFT and one ``A^H A`` per iteration at the memory bandwidth, ``bench_bandwidth``).
 
     ``header``: the k-space header mrirecon gets (with the input checksum, as a reader records it);
     ``peers``: the available peers by table name (those of ``PEERS[device]`` are used); ``repeats``: the
@@ -118,8 +120,15 @@ def exam_task(
     if shortened:
         note = (f"extrapolated: {', '.join(shortened)} ran {short} of {iters} iterations, whole run "
                 f"x{iters / short:g} (set-up too: an upper bound), NRMSE after {short}; ") + note
+    n_coils, *volume = p.kspace.shape
+    bandwidth = (
+        bandwidth_floor(xp, n_coils, tuple(volume), "readout")
+        + bandwidth_floor(xp, n_coils, tuple(volume), "normal", iters)
+        + transfer_floor(xp, p.kspace.size + p.maps.size, p.truth.size, max(repeats, 5))
+    )
     return {
         "name": f"3D L1-wavelet {iters} it, lam {CS_LAM:g}",
+        "bandwidth_s": bandwidth,
         "score": lambda x: nrmse(x, p.truth),
         "floor_s": floor,
         "note": note,

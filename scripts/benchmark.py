@@ -39,6 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_exam3d  # noqa: E402
+from bench_bandwidth import bandwidth_floor  # noqa: E402
 import bench_nufft  # noqa: E402
 from bench_peers import Bart, SigPy, bart_executable, sigpy_device, sigpy_module  # noqa: E402
 from bench_problems import (  # noqa: E402
@@ -88,6 +89,7 @@ class Task:
     # factories by tool name: building a runner (a peer writing its input files) may fail
     runners: dict[str, Callable[[], Runner]] = dataclasses.field(default_factory=dict)
     stage_weights: dict[str, float] = dataclasses.field(default_factory=dict)  # extrapolation factors
+    bandwidth_s: float | None = None  # memory-bandwidth floor (bench_bandwidth)
 
 
 @dataclasses.dataclass
@@ -104,6 +106,7 @@ class Row:
     floor_s: float | None = None
     vs_fastest_peer: float | None = None
     note: str = ""
+    bandwidth_s: float | None = None
 
 
 def checksum_header(header: KSpaceHeader, data: np.ndarray, name: str) -> KSpaceHeader:
@@ -186,25 +189,30 @@ def p1_tasks(p: Problem2D, args: argparse.Namespace, peers: dict[str, Any], xp: 
     n_coils, *shape = ksp.shape
     repeats = max(args.repeats, 5)
     support = np.abs(p.truth) > 0
-    sense_floor = ITERS * sense_iteration_floor(xp, n_coils, tuple(shape), repeats) + transfer_floor(
-        xp, ksp.size + p.maps.size, p.truth.size, repeats
-    )
-    zf_floor = zerofill_floor(xp, n_coils, tuple(shape), repeats) + transfer_floor(xp, ksp.size, p.truth.size, repeats)
+    shape = tuple(shape)
+    with_maps = transfer_floor(xp, ksp.size + p.maps.size, p.truth.size, repeats)  # host <-> device, 0 on the CPU
+    without_maps = transfer_floor(xp, ksp.size, p.truth.size, repeats)
+    sense_floor = ITERS * sense_iteration_floor(xp, n_coils, shape, repeats) + with_maps
+    zf_floor = zerofill_floor(xp, n_coils, shape, repeats) + without_maps
 
     espirit = Task("P1", "ESPIRiT calibration", lambda m: maps_nrmse(m, p.maps, support), None,
                    note="NRMSE of the maps inside the object after per-pixel phase alignment; no floor defined")
     espirit.runners[MRIRECON] = lambda: mrirecon_espirit(p, args.device, xp)
     sense = Task("P1", f"CG-SENSE {ITERS} it", lambda x: nrmse(x, p.truth), sense_floor,
-                 note="true coil maps given to every tool")
+                 note="true coil maps given to every tool",
+                 bandwidth_s=bandwidth_floor(xp, n_coils, shape, "normal", ITERS) + with_maps)
     sense.runners[MRIRECON] = lambda: single_stage(lambda: to_numpy(mrirecon_sense(p.kspace, p.maps, args.device)), xp)
-    zerofill = Task("P1", "zero-filled + RSS", lambda x: nrmse(np.abs(x), np.abs(p.truth)), zf_floor)
+    zerofill = Task("P1", "zero-filled + RSS", lambda x: nrmse(np.abs(x), np.abs(p.truth)), zf_floor,
+                    bandwidth_s=bandwidth_floor(xp, n_coils, shape, "zerofill") + without_maps)
     zerofill.runners[MRIRECON] = lambda: single_stage(
         lambda: to_numpy(mrirecon.recon(p.kspace, "zerofill", device=args.device).data), xp
     )
     regularised = {}
-    for kind, label in (("l1wavelet", "L1-wavelet"), ("tv", "TV")):
+    for kind, label, work in (("l1wavelet", "L1-wavelet", "normal"), ("tv", "TV", "pdhg")):
         task = Task("P1", f"{label} {CS_ITERS} it, lam {CS_LAM:g}", lambda x: nrmse(x, p.truth), None,
-                    note="true coil maps, absolute lambda (mrirecon relative=False, BART -w 1); no floor defined")
+                    note="true coil maps, absolute lambda (mrirecon relative=False, BART -w 1); no FFT floor "
+                         "defined, bandwidth floor without the regulariser's image passes",
+                    bandwidth_s=bandwidth_floor(xp, n_coils, shape, work, CS_ITERS) + with_maps)
         task.runners[MRIRECON] = lambda kind=kind: single_stage(lambda: to_numpy(mrirecon.recon(
             p.kspace, kind, device=args.device, lam=CS_LAM, relative=False, max_iter=CS_ITERS, maps=p.maps).data), xp)
         regularised[kind] = task
@@ -228,10 +236,16 @@ def p2_task(p: Problem3D, args: argparse.Namespace, peers: dict[str, Any], xp: M
     maps_by_slice = np.ascontiguousarray(p.maps.transpose(1, 0, 2, 3))
     n_coils, _, ny, nx = p.kspace.shape
     repeats = max(args.repeats, 5)
+    transfers = transfer_floor(xp, p.kspace.size + p.maps.size, p.truth.size, repeats)
     floor = (
         readout_fft_floor(xp, p.kspace.shape, 1, repeats)
         + n_slices * ITERS * sense_iteration_floor(xp, n_coils, (ny, nx), repeats)
-        + transfer_floor(xp, p.kspace.size + p.maps.size, p.truth.size, repeats)
+        + transfers
+    )
+    bandwidth = (
+        bandwidth_floor(xp, n_coils, p.kspace.shape[1:], "readout")
+        + bandwidth_floor(xp, n_coils, (ny, nx), "normal", n_slices * ITERS)
+        + transfers
     )
     extrapolated = len(slices) != n_slices
     task = Task(
@@ -242,6 +256,7 @@ def p2_task(p: Problem3D, args: argparse.Namespace, peers: dict[str, Any], xp: M
         stage_weights={"solve": n_slices / len(slices)},
         note=(f"extrapolated: slices {slices.start}-{slices.stop - 1} solved, x{n_slices / len(slices):g}; "
               if extrapolated else "") + "true coil maps given to every tool",
+        bandwidth_s=bandwidth,
     )
     task.runners[MRIRECON] = lambda: mrirecon_sense_slices(p, maps_by_slice, slices, args.device, xp)
     for name, peer in peers.items():
@@ -287,7 +302,7 @@ def measure(task: Task, tool: str, repeats: int, warmup: int) -> Row:
     runs (at most ``SHORT_MAX``), as ``timeit`` does: a median of 3 millisecond runs measures the
     allocator's and page cache's warm-up more than the tool. The same rule holds for every tool.
     """
-    row = Row(task.problem, task.name, tool, floor_s=task.floor_s)
+    row = Row(task.problem, task.name, tool, floor_s=task.floor_s, bandwidth_s=task.bandwidth_s)
     try:
         runner = task.runners[tool]()
         for _ in range(warmup):
@@ -327,16 +342,18 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def print_table(rows: list[Row]) -> None:
     """The results as a fixed-width table; notes under it."""
-    head = f"{'task':<46} {'tool':<11} {'median s':>9} {'/fastest peer':>13} {'NRMSE':>8} {'floor s':>8} {'x floor':>8}"
+    head = (f"{'task':<46} {'tool':<11} {'median s':>9} {'/fastest peer':>13} {'NRMSE':>8} {'floor s':>8} {'x floor':>8}"
+            f" {'BW s':>8} {'x BW':>6}")
     print(head)
     print("-" * len(head))
     notes: list[str] = []
     for r in rows:
         x_floor = r.median_s / r.floor_s if r.median_s is not None and r.floor_s else None
+        x_bw = r.median_s / r.bandwidth_s if r.median_s is not None and r.bandwidth_s else None
         print(
             f"{r.problem + ' ' + r.task:<46} {r.tool:<11} {_fmt(r.median_s, '9.3f')} "
             f"{_fmt(r.vs_fastest_peer, '13.2f')} {_fmt(r.nrmse, '8.4f')} {_fmt(r.floor_s, '8.3f')} "
-            f"{_fmt(x_floor, '8.2f')}"
+            f"{_fmt(x_floor, '8.2f')} {_fmt(r.bandwidth_s, '8.3f')} {_fmt(x_bw, '6.2f')}"
         )
         if r.note and r.note not in notes:
             notes.append(r.note)
