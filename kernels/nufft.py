@@ -295,6 +295,7 @@ class NufftPlan:
         self.table = xp.asarray(kernel_table(width, self.beta))
         self.deapod = xp.asarray(deapod.astype(np.float32))
         self._toeplitz = None
+        self._toeplitz_weights = None
         self._coord = coord
 
     # -- the two halves on the oversampled grid (coil axis last) -----------------------------
@@ -368,6 +369,16 @@ class NufftPlan:
             spectrum = _fftn(wrapped, tuple(range(self.ndim)), inverse=False).real / math.prod(self.image_shape)
             self._toeplitz = spectrum.astype(xp.float32)
         return self._toeplitz
+
+    def toeplitz_weights(self) -> Any:
+        """``toeplitz_kernel() / prod(2 * image_shape)``, C-contiguous float32, cached: the spectrum to
+        multiply by between an unnormalised FFT and an unnormalised inverse FFT (a plain sum), so that
+        no pass of its own scales the result (``kernels.toeplitz.toeplitz_convolve``)."""
+        if self._toeplitz_weights is None:
+            kernel = self.toeplitz_kernel()
+            scaled = kernel / np.float32(math.prod(kernel.shape))
+            self._toeplitz_weights = self.xp.ascontiguousarray(scaled, dtype=self.xp.float32)
+        return self._toeplitz_weights
 
     def normal(self, image: Any) -> Any:
         """A^H A image for image (coil, *image_shape) by Toeplitz embedding (two FFTs on the 2N grid)."""

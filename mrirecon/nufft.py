@@ -25,6 +25,7 @@ from .errors import InputError
 from .kernels.backend import device_of, get_array_module, to_numpy
 from .kernels.fft import fftc, ifftc
 from .kernels.nufft import NufftPlan
+from .kernels.toeplitz import crop_combine, expand_into_grid, toeplitz_convolve
 from .linop import LinearOperator
 
 ACCURACY = {"default": (1.25, 6), "high": (2.0, 7)}  # (oversampling, kernel width)
@@ -118,6 +119,46 @@ class NUFFT(LinearOperator):
         if not self.toeplitz:
             return self._adjoint(self._apply(x))
         return self.plan.normal(self._flat_images(x)).reshape(self.ishape)
+
+
+class ToeplitzSenseNormal(LinearOperator):
+    """``S^H (A^H A) S`` for non-Cartesian SENSE with ``A`` a coil-batched ``NUFFT``: image -> image, fused.
+
+    Equal to ``Sense(maps).H @ NUFFT.N @ Sense(maps)`` with the Toeplitz normal (up to float32
+    rounding), in three passes over one (coil, *2N) complex64 grid that is allocated once per operator
+    and reused (``kernels/toeplitz.py``): the expand writes ``maps * x`` into the grid's corner and the
+    zero padding in the same pass; pruned FFTs, the kernel multiply (FFT scales folded into the stored
+    spectrum, ``NufftPlan.toeplitz_weights``) and the pruned inverse run in place; the combine reads
+    the corner (crop and combine fused). 2D and 3D. The grid makes an operator unsafe to call from two
+    threads at once (each task builds its own). ``prune=False`` runs the full FFTs (for tests).
+    Measured per call on 2 shared cores (min of 15, quiet moment): 8 coils 256^2 31.4 ms unfused,
+    12.4 ms fused unpruned, 8.5 ms fused (the pruned FFT pair alone 7.2 ms); 8 coils 64^3: 285 ms
+    unfused, 151 ms unpruned, 91 ms fused.
+    """
+
+    def __init__(self, nufft: NUFFT, maps: Any, *, prune: bool = True):
+        if len(nufft.batch_shape) != 1 or tuple(maps.shape) != nufft.ishape:
+            raise InputError(None, f"coil maps have shape {tuple(maps.shape)}, need (coil, *image) = {nufft.ishape}")
+        super().__init__(nufft.image_shape, nufft.image_shape, "ToeplitzSenseNormal")
+        xp = get_array_module(maps)
+        self.plan, self.image_shape, self.prune = nufft.plan, nufft.image_shape, prune
+        self.maps = xp.ascontiguousarray(maps, dtype=xp.complex64)
+        self._grid = None
+
+    def buffer(self) -> Any:
+        """The reused (coil, *2N) complex64 grid (contents undefined between calls)."""
+        if self._grid is None:
+            xp = get_array_module(self.maps)
+            double = tuple(2 * n for n in self.image_shape)
+            self._grid = xp.empty((self.maps.shape[0],) + double, dtype=xp.complex64)
+        return self._grid
+
+    def _apply(self, x: Any) -> Any:
+        grid = expand_into_grid(x, self.maps, self.buffer())
+        grid = toeplitz_convolve(grid, self.plan.toeplitz_weights(), self.image_shape, self.prune)
+        return crop_combine(grid, self.maps)
+
+    _adjoint = _apply  # Hermitian
 
 
 def stack_partitions(coord: Any, image_shape: Sequence[int]) -> np.ndarray | None:

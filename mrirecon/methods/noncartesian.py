@@ -18,7 +18,7 @@ from ..errors import InputError
 from ..kernels.backend import get_array_module, to_numpy
 from ..kernels.fft import fftc
 from ..linop import LinearOperator, Sense
-from ..nufft import NUFFT, StackedNUFFT, stack_partitions
+from ..nufft import NUFFT, StackedNUFFT, ToeplitzSenseNormal, stack_partitions
 from ..solvers import conjugate_gradient
 from . import register
 from .params import CoilMapParams
@@ -118,13 +118,19 @@ class SenseNUFFT(LinearOperator):
     """Non-Cartesian SENSE model ``A = NUFFT S``: image (*image_shape) -> samples (coil, *sample_shape).
 
     Unlike a plain ``NUFFT @ Sense`` composition, its normal operator runs the NUFFT's own
-    (Toeplitz) normal operator between the coil expansion and combination.
+    (Toeplitz) normal operator between the coil expansion and combination: for a Toeplitz ``NUFFT``
+    (2D or 3D) the fused ``ToeplitzSenseNormal`` (one reused grid, pruned in-place FFTs; P3 CG-SENSE,
+    30 iterations, 2 shared cores, 5 interleaved runs: min 1.05 s before, 0.31 s after, median 1.09 /
+    0.32 s), else (``StackedNUFFT``, or ``toeplitz=False``) expand, the NUFFT's normal and combine.
     """
 
     def __init__(self, nufft: NUFFT | StackedNUFFT, maps: Any):
         if tuple(maps.shape) != nufft.ishape:
             raise InputError(None, f"coil maps have shape {tuple(maps.shape)}, need (coil, *image) = {nufft.ishape}")
         self.nufft, self.sense = nufft, Sense(maps)
+        self.fused_normal = (
+            ToeplitzSenseNormal(nufft, self.sense.maps) if isinstance(nufft, NUFFT) and nufft.toeplitz else None
+        )
         super().__init__(nufft.oshape, nufft.image_shape, "SenseNUFFT")
 
     def _apply(self, x: Any) -> Any:
@@ -134,6 +140,8 @@ class SenseNUFFT(LinearOperator):
         return self.sense._adjoint(self.nufft._adjoint(y))
 
     def _normal(self, x: Any) -> Any:
+        if self.fused_normal is not None:
+            return self.fused_normal._apply(x)
         return self.sense._adjoint(self.nufft._normal(self.sense._apply(x)))
 
 
