@@ -7,6 +7,7 @@ relative error against mrirecon's high-accuracy NUFFT (an NDFT at these sizes wo
     .venv/bin/python scripts/bench_nufft.py                 # CPU: mrirecon, SigPy, BART
     .venv/bin/python scripts/bench_nufft.py --device cuda   # GPU: mrirecon and SigPy on CuPy
     .venv/bin/python scripts/bench_nufft.py --quick         # smaller 3D problem, fewer coil counts
+    .venv/bin/python scripts/bench_nufft.py --tasks sense   # CG-SENSE only (with its floor)
 
 Problems (seeded): 2D golden-angle radial 402 spokes x 512 samples (readout oversampled 2x) on 256^2;
 3D kooshball 64^3 (4000 spokes x 128); 8 to 32 coils; stack-of-stars 32 x 64 x 256 on 32 x 128^2
@@ -24,7 +25,7 @@ import sys
 
 import numpy as np
 from bench_peers import Bart, bart_executable, bart_traj, sigpy_device
-from bench_timing import median_time, timed
+from bench_timing import median_time, timed, toeplitz_sense_iteration_floor
 from mrirecon.kernels.backend import get_array_module, to_device, to_numpy
 from mrirecon.kernels.nufft import NufftPlan
 
@@ -139,8 +140,15 @@ def bench_stack(args, rows: list[dict]) -> None:
     print_rows(rows[-6:])
 
 
+SENSE_ITERS = 30
+
+
 def bench_sense(args, rows: list[dict]) -> None:
-    """CG-SENSE, 30 iterations, true maps: mrirecon (Toeplitz normal op), SigPy SenseRecon, BART pics -t."""
+    """CG-SENSE, 30 iterations, true maps: mrirecon (Toeplitz normal op), SigPy SenseRecon, BART pics -t.
+
+    Every row carries ``floor_s``: 30 times ``bench_timing.toeplitz_sense_iteration_floor`` (the FFT pair
+    of every coil on the 2N grid, one expand and one combine pass), measured here, in this run.
+    """
     n, n_coils, lam = 256, 8, 0.01
     truth = sim.shepp_logan((n, n)).astype(np.complex64)
     maps = sim.birdcage_maps(n_coils, (n, n))
@@ -154,11 +162,12 @@ def bench_sense(args, rows: list[dict]) -> None:
     xp = get_array_module(ksp.data)
 
     def ours():
-        return get_method("nufft_sense")(ksp, lam=lam, max_iter=30, tol=0.0, maps=dev_maps)
+        return get_method("nufft_sense")(ksp, lam=lam, max_iter=SENSE_ITERS, tol=0.0, maps=dev_maps)
 
+    first = len(rows)
     seconds = median_time(ours, args.repeats, xp)
     rows.append(dict(task="CG-SENSE 402x256 8ch 256^2", coils=n_coils, tool="mrirecon", seconds=seconds,
-                     nrmse=scaled_nrmse(ours(), truth), note="Toeplitz normal operator; plan cached after warm-up"))
+                     nrmse=scaled_nrmse(ours(), truth), note="fused Toeplitz SENSE normal operator; plan cached after warm-up"))
     spdev = sigpy_device(args.device != "cpu")
     if spdev is not None:
         import sigpy as sp
@@ -169,8 +178,8 @@ def bench_sense(args, rows: list[dict]) -> None:
             s_coord = sp.to_device(coord.astype(np.float32), spdev)
 
             def theirs():
-                return sigpy.mri.app.SenseRecon(s_y, s_maps, lamda=lam * density, coord=s_coord, max_iter=30,
-                                                device=spdev, show_pbar=False).run()
+                return sigpy.mri.app.SenseRecon(s_y, s_maps, lamda=lam * density, coord=s_coord,
+                                                max_iter=SENSE_ITERS, device=spdev, show_pbar=False).run()
 
             seconds = median_time(theirs, args.repeats, spdev.xp)
             rows.append(dict(task="CG-SENSE 402x256 8ch 256^2", coils=n_coils, tool=f"sigpy-{args.device}",
@@ -181,7 +190,8 @@ def bench_sense(args, rows: list[dict]) -> None:
             bart.put("traj", bart_traj(coord))
             bart.put("ksp", y.reshape(n_coils, 402, n, 1).T)
             bart.put("maps", maps.reshape(n_coils, 1, n, n).T)
-            cmd = ("pics", "-S", "-l2", "-r", lam * density, "-i", 30, "-w", 1, "-t", "traj", "ksp", "maps", "out")
+            cmd = ("pics", "-S", "-l2", "-r", lam * density, "-i", SENSE_ITERS, "-w", 1, "-t", "traj", "ksp", "maps",
+                   "out")
             bart.call(*cmd)  # warm-up
             times = [bart.call(*cmd) for _ in range(args.repeats)]
             out = np.ascontiguousarray(np.squeeze(bart.get("out")).T)
@@ -190,14 +200,22 @@ def bench_sense(args, rows: list[dict]) -> None:
                              note="pics -l2 -t (process wall time, its own scaling; NRMSE after scale fit)"))
         finally:
             bart.close()
-    print_rows(rows[-3:])
+    floor = SENSE_ITERS * toeplitz_sense_iteration_floor(xp, n_coils, (n, n), args.repeats)
+    for r in rows[first:]:
+        r["floor_s"] = floor
+    print_rows(rows[first:])
 
 
 def print_rows(rows: list[dict]) -> None:
     for r in rows:
         extra = f"{r['pts_per_s'] / 1e6:8.2f} Mpts/s  rel.err {r['rel_err']:.1e}" if "pts_per_s" in r else f"NRMSE {r['nrmse']:.4f}"
+        if "floor_s" in r:
+            extra += f"  floor {r['floor_s'] * 1e3:.1f} ms (x{r['seconds'] / r['floor_s']:.2f})"
         print(f"{r['task']:<28} {r['coils']:>3}ch  {r['tool']:<12} {r['seconds'] * 1e3:9.1f} ms  {extra}  {r.get('note', '')}")
     sys.stdout.flush()
+
+
+TASKS = ("2d", "3d", "stack", "sense")  # 2D and 3D NUFFT, stack-of-stars, CG-SENSE
 
 
 def main() -> int:
@@ -208,18 +226,26 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="8 and 32 coils only in 2D, 8 in 3D, fewer 3D spokes")
     parser.add_argument("--no-bart", action="store_true")
     parser.add_argument("--json", help="write the rows and the environment here")
+    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)} (default all)")
     args = parser.parse_args()
     import os
 
+    tasks = set(args.tasks.split(","))
+    if not tasks <= set(TASKS):
+        parser.error(f"unknown tasks {sorted(tasks - set(TASKS))} (known: {', '.join(TASKS)})")
     args.threads = args.threads or os.cpu_count() or 1
     rows: list[dict] = []
     coils_2d = [8, 32] if args.quick else [8, 16, 32]
-    bench_nufft("2D radial 402x512 256^2", sim.radial(402, 512, matrix=256), (256, 256), coils_2d, args, rows)
+    if "2d" in tasks:
+        bench_nufft("2D radial 402x512 256^2", sim.radial(402, 512, matrix=256), (256, 256), coils_2d, args, rows)
     spokes_3d = 1000 if args.quick else 4000
-    bench_nufft(f"3D radial {spokes_3d}x128 64^3", sim.radial_3d(spokes_3d, 128, matrix=64), (64, 64, 64),
-                [8] if args.quick else [8, 16], args, rows)
-    bench_stack(args, rows)
-    bench_sense(args, rows)
+    if "3d" in tasks:
+        bench_nufft(f"3D radial {spokes_3d}x128 64^3", sim.radial_3d(spokes_3d, 128, matrix=64), (64, 64, 64),
+                    [8] if args.quick else [8, 16], args, rows)
+    if "stack" in tasks:
+        bench_stack(args, rows)
+    if "sense" in tasks:
+        bench_sense(args, rows)
     if args.json:
         env = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(), "device": args.device}
         with open(args.json, "w") as f:

@@ -84,17 +84,48 @@ def _fft_pair(xp: ModuleType) -> tuple[Callable[..., Any], Callable[..., Any]]:
     return (lambda a, axes: xp.fft.fftn(a, axes=axes), lambda a, axes: xp.fft.ifftn(a, axes=axes))
 
 
-def sense_iteration_floor(xp: ModuleType, n_coils: int, shape: tuple[int, ...], repeats: int) -> float:
-    """One CG-SENSE iteration's floor (s): FFT and inverse FFT of every coil image, expand, combine."""
+def _fft_pair_floor(xp: ModuleType, n_coils: int, grid: tuple[int, ...], repeats: int) -> float:
+    """FFT and inverse FFT (in place) of every coil on a ``grid``-shaped array (s)."""
     fft, ifft = _fft_pair(xp)
-    axes = tuple(range(-len(shape), 0))
+    axes = tuple(range(-len(grid), 0))
+    coils = _random(xp, (n_coils, *grid), 3)
+    return best_time(lambda: ifft(fft(coils, axes), axes), repeats, xp)
+
+
+def _coil_passes_floor(xp: ModuleType, n_coils: int, shape: tuple[int, ...], repeats: int) -> float:
+    """One expand pass (``maps * image`` into coil images) and one combine pass (a read of the maps and
+    the coil images) on (n_coils, *shape) (s)."""
     maps = _random(xp, (n_coils, *shape), 1)
     image = _random(xp, shape, 2)
     coils = _random(xp, (n_coils, *shape), 3)
-    t_fft = best_time(lambda: ifft(fft(coils, axes), axes), repeats, xp)
     t_expand = best_time(lambda: xp.multiply(maps, image, out=coils), repeats, xp)
     t_combine = best_time(lambda: xp.vdot(maps.ravel(), coils.ravel()), repeats, xp)
-    return t_fft + t_expand + t_combine
+    return t_expand + t_combine
+
+
+def sense_iteration_floor(xp: ModuleType, n_coils: int, shape: tuple[int, ...], repeats: int) -> float:
+    """One CG-SENSE iteration's floor (s): FFT and inverse FFT of every coil image, expand, combine."""
+    return _fft_pair_floor(xp, n_coils, shape, repeats) + _coil_passes_floor(xp, n_coils, shape, repeats)
+
+
+def toeplitz_sense_iteration_floor(xp: ModuleType, n_coils: int, shape: tuple[int, ...], repeats: int) -> float:
+    """One iteration's floor (s) of non-Cartesian CG-SENSE with a Toeplitz-embedded normal operator:
+    FFT and inverse FFT (in place) of every coil on the doubled grid (2N per axis), one expand and one
+    combine pass on the (n_coils, *shape) coil images.
+
+    Why: each iteration applies ``S^H (A^H A) S`` once. ``A^H A`` is a convolution with the
+    trajectory's point-spread function over offsets in [-(N-1), N-1] per axis; done by FFT (the Toeplitz
+    method; gridding would instead spread and interpolate every sample of every coil) it is a circular
+    convolution of every coil image on a grid of at least 2N - 1 per axis (2N: the one the stored kernel
+    is made for), an FFT pair per coil. ``S x`` must write every coil image once and ``S^H`` must read
+    each once. Not counted: the zero padding, the kernel multiply and the crop (a fused FFT could absorb
+    them), the CG vector updates (image sized, 2^d n_coils times smaller than the grid) and the set-up
+    (``A^H y``, once per solve). An implementation that prunes the FFT passes over lines known to be zero
+    or not needed (``kernels/toeplitz.py``) does less FFT work than this full pair and can run under
+    the floor (x floor < 1).
+    """
+    grid = tuple(2 * n for n in shape)
+    return _fft_pair_floor(xp, n_coils, grid, repeats) + _coil_passes_floor(xp, n_coils, shape, repeats)
 
 
 def zerofill_floor(xp: ModuleType, n_coils: int, shape: tuple[int, ...], repeats: int) -> float:

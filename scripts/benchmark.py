@@ -269,8 +269,9 @@ def p3_rows(args: argparse.Namespace) -> list[Row]:
 
     NUFFT forward/adjoint: mrirecon, SigPy and BART, scored by the relative error against mrirecon's
     high-accuracy NUFFT (in the NRMSE column; BART's after a least-squares complex scale, since its
-    NUFFT scaling differs); CG-SENSE 30 it: mrirecon, SigPy, BART, NRMSE of |x|.
-    bench_nufft times with one warm-up and the median of ``--repeats``; it has no floor.
+    NUFFT scaling differs); CG-SENSE 30 it: mrirecon, SigPy, BART, NRMSE of |x|, with the floor of
+    Toeplitz CG-SENSE (30 x ``bench_timing.toeplitz_sense_iteration_floor``, measured in this run).
+    bench_nufft times with one warm-up and the median of ``--repeats``; the NUFFT rows have no floor.
     """
     options = argparse.Namespace(device=args.device, repeats=args.repeats, threads=args.threads,
                                  no_bart=args.no_peers)
@@ -283,7 +284,8 @@ def p3_rows(args: argparse.Namespace) -> list[Row]:
         note = "NRMSE column: relative error vs high-accuracy NUFFT" if "rel_err" in r else r.get("note", "")
         if "rel_err" in r and tool == "bart":
             note += "; BART after a least-squares complex scale"
-        rows.append(Row("P3", r["task"], tool, median_s=r["seconds"], nrmse=r.get("rel_err", r.get("nrmse")), note=note))
+        rows.append(Row("P3", r["task"], tool, median_s=r["seconds"], nrmse=r.get("rel_err", r.get("nrmse")),
+                        floor_s=r.get("floor_s"), note=note))
     return rows
 
 
