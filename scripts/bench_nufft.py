@@ -24,6 +24,7 @@ import platform
 import sys
 
 import numpy as np
+from bench_bandwidth import bandwidth_floor
 from bench_peers import Bart, bart_executable, bart_traj, sigpy_device
 from bench_timing import median_time, timed, toeplitz_sense_iteration_floor
 from mrirecon.kernels.backend import get_array_module, to_device, to_numpy
@@ -147,7 +148,8 @@ def bench_sense(args, rows: list[dict]) -> None:
     """CG-SENSE, 30 iterations, true maps: mrirecon (Toeplitz normal op), SigPy SenseRecon, BART pics -t.
 
     Every row carries ``floor_s``: 30 times ``bench_timing.toeplitz_sense_iteration_floor`` (the FFT pair
-    of every coil on the 2N grid, one expand and one combine pass), measured here, in this run.
+    of every coil on the 2N grid, one expand and one combine pass), measured here, in this run, and
+    ``bandwidth_s``: 30 Toeplitz iterations' bytes on the 2N grid at the memory bandwidth (``bench_bandwidth``).
     """
     n, n_coils, lam = 256, 8, 0.01
     truth = sim.shepp_logan((n, n)).astype(np.complex64)
@@ -201,8 +203,9 @@ def bench_sense(args, rows: list[dict]) -> None:
         finally:
             bart.close()
     floor = SENSE_ITERS * toeplitz_sense_iteration_floor(xp, n_coils, (n, n), args.repeats)
+    bandwidth = bandwidth_floor(xp, n_coils, (2 * n, 2 * n), "normal", SENSE_ITERS)  # the doubled grid
     for r in rows[first:]:
-        r["floor_s"] = floor
+        r["floor_s"], r["bandwidth_s"] = floor, bandwidth
     print_rows(rows[first:])
 
 

@@ -285,7 +285,7 @@ def p3_rows(args: argparse.Namespace) -> list[Row]:
         if "rel_err" in r and tool == "bart":
             note += "; BART after a least-squares complex scale"
         rows.append(Row("P3", r["task"], tool, median_s=r["seconds"], nrmse=r.get("rel_err", r.get("nrmse")),
-                        floor_s=r.get("floor_s"), note=note))
+                        floor_s=r.get("floor_s"), bandwidth_s=r.get("bandwidth_s"), note=note))
     return rows
 
 
