@@ -3,14 +3,12 @@ against LAPACK eigenvectors and each other, and ``espirit_maps`` against the pla
 (all coil pairs, zero-padded FFT, batched matmul power iteration)."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 
+from cudasim import simulated_output
 from mrirecon import sim
 from mrirecon.coils import _casorati, _signal_subspace, calibration_region, espirit_maps
 from mrirecon.kernels.espirit import lag_images, n_pairs, power_maps
@@ -151,12 +149,8 @@ _SIM_SCRIPT = textwrap.dedent(
 
 def test_cuda_power_maps_match_cpu_under_simulator():
     """The numba.cuda twin runs under NUMBA_ENABLE_CUDASIM=1 (set before numba.cuda is imported)."""
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    result = subprocess.run(
-        [sys.executable, "-c", _SIM_SCRIPT], env=env, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    err, n_kept = result.stdout.split()
+    out = simulated_output(_SIM_SCRIPT)
+    err, n_kept = out
     assert 0 < int(n_kept) < 150  # both the kept and the cropped branch ran
     assert float(err) < 1e-5
 

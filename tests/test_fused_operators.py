@@ -2,14 +2,12 @@
 independent NumPy reference (centred FFTs by explicit shifts, the unfused prox maps, plain array code)."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 
+from cudasim import simulated_output
 from mrirecon.finite_difference import FiniteDifference
 from mrirecon.kernels import fused
 from mrirecon.linop import FFT, CartesianSense, Sampling, Sense, SenseNormal
@@ -212,12 +210,8 @@ _SIM_SCRIPT = textwrap.dedent(
 
 def test_l2_dual_cuda_twin_matches_cpu_under_simulator():
     """The numba.cuda twin of the data-dual update under NUMBA_ENABLE_CUDASIM=1, against the CPU kernel."""
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    result = subprocess.run(
-        [sys.executable, "-c", _SIM_SCRIPT], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    errors = [float(v) for v in result.stdout.split()]
+    out = simulated_output(_SIM_SCRIPT)
+    errors = [float(v) for v in out]
     assert len(errors) == 4 and max(errors) < 1e-6, errors
 
 
@@ -288,10 +282,6 @@ _SIM_CG_SCRIPT = textwrap.dedent(
 def test_batched_cg_cuda_twins_match_cpu_under_simulator():
     """The numba.cuda batched CG update and per-system dot (block reductions, one atomic add per block)
     under NUMBA_ENABLE_CUDASIM=1, against the CPU kernel and NumPy."""
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    result = subprocess.run(
-        [sys.executable, "-c", _SIM_CG_SCRIPT], env=env, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    errors = [float(v) for v in result.stdout.split()]
+    out = simulated_output(_SIM_CG_SCRIPT)
+    errors = [float(v) for v in out]
     assert len(errors) == 4 and max(errors) < 1e-5, errors

@@ -1,15 +1,13 @@
 """Fused coil kernels: Numba CPU and numba.cuda twins against a plain NumPy reference."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numba
 import numpy as np
 import pytest
 
+from cudasim import simulated_output
 from mrirecon.kernels import coil
 
 
@@ -86,10 +84,8 @@ _SIM_SCRIPT = textwrap.dedent(
 
 def test_cuda_kernels_match_cpu_under_simulator():
     """The numba.cuda twins run under NUMBA_ENABLE_CUDASIM=1 (set before numba.cuda is imported)."""
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    result = subprocess.run([sys.executable, "-c", _SIM_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    err_expand, err_combine = (float(v) for v in result.stdout.split())
+    out = simulated_output(_SIM_SCRIPT)
+    err_expand, err_combine = (float(v) for v in out)
     assert err_expand < 1e-6 and err_combine < 1e-5
 
 
@@ -233,12 +229,8 @@ _SIM_BATCHED_SCRIPT = textwrap.dedent(
 
 def test_batched_cuda_kernels_match_cpu_under_simulator():
     """The batched numba.cuda twins (a grid over pixels x batch entries) under NUMBA_ENABLE_CUDASIM=1."""
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    result = subprocess.run(
-        [sys.executable, "-c", _SIM_BATCHED_SCRIPT], env=env, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    errors = [float(v) for v in result.stdout.split()]
+    out = simulated_output(_SIM_BATCHED_SCRIPT)
+    errors = [float(v) for v in out]
     assert len(errors) == 4 and max(errors) < 1e-5, errors
 
 

@@ -2,14 +2,13 @@
 the non-uniform DFT and the unfused composition ``S^H (NUFFT.N) S``."""
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cudasim import simulated_output
 from mrirecon.kernels.toeplitz import (
     crop_combine,
     expand_into_grid,
@@ -199,10 +198,8 @@ _SIM_SCRIPT = textwrap.dedent(
 
 def test_cuda_kernels_match_cpu_under_simulator():
     """The numba.cuda twins run under NUMBA_ENABLE_CUDASIM=1 (set before numba.cuda is imported)."""
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    result = subprocess.run([sys.executable, "-c", _SIM_SCRIPT], env=env, capture_output=True, text=True, timeout=180, check=False)
-    assert result.returncode == 0, result.stderr
-    errs = [float(v) for v in result.stdout.split()]
+    out = simulated_output(_SIM_SCRIPT)
+    errs = [float(v) for v in out]
     assert len(errs) == 4 and max(errs) < 1e-6
 
 
