@@ -148,21 +148,9 @@ def run_task(
     kernels may use (``kernels.threads``; None: the worker thread's own budget), so that units running
     side by side share the cores instead of each taking them all.
     """
-    with limit_cpu_threads(threads) if threads else nullcontext():
-        return _run_unit(path, series, indices, method, params, device, sha256, sequence)
+    def budget() -> Any:
+        return limit_cpu_threads(threads) if threads else nullcontext()
 
-
-def _run_unit(
-    path: Path,
-    series: Series,
-    indices: Sequence[TaskIndex],
-    method: str,
-    params: dict[str, Any],
-    device: str,
-    sha256: str | None,
-    sequence: str | os.PathLike | None,
-) -> TaskOutcome:
-    """``run_task`` within its thread budget."""
     indices = tuple(tuple(i) for i in indices)
     axis = series.dims.index(series.task_dims[0]) if series.task_dims else None
     regions = [series.task_slices(i)[axis] for i in indices] if axis is not None else []
@@ -170,7 +158,8 @@ def _run_unit(
     with _READ_LOCK, open_raw(path, sha256=sha256, sequence=sequence) as raw:  # known checksum: no re-hash per task
         ksp = raw.read(slices=[i[0] for i in indices]) if "slice" in series.task_dims else raw.read()
     if "x" in series.task_dims:
-        ksp = readout_planes(ksp, regions)
+        with budget():
+            ksp = readout_planes(ksp, regions)
     # positions of each task along the unit's batch ("slice") dim: one slice, or a slab's readout planes
     spans, start = [], 0
     for region in regions:
@@ -185,7 +174,8 @@ def _run_unit(
 
     report = FallbackReport()
     t0 = time.perf_counter()
-    pieces = run_with_fallback(attempt, len(indices), device, report)
+    with budget():
+        pieces = run_with_fallback(attempt, len(indices), device, report)
     t_recon = time.perf_counter() - t0
     t0 = time.perf_counter()
     for positions, image in pieces:
