@@ -113,6 +113,30 @@ def test_sense_normal_matches_centred_normal(rng, shape):
     assert _adjoint_gap(op, rng) < 1e-7
 
 
+@pytest.mark.parametrize("shape, readout", [((4, 12, 10), -1), ((3, 9, 7), -2), ((2, 6, 5, 8), -1), ((2, 6, 5, 8), -3),
+                                            ((3, 7, 6), None)])
+def test_sense_normal_skips_the_fft_along_a_fully_sampled_axis(rng, shape, readout):
+    """With the mask constant along an axis (a fully sampled readout; None: every axis) the normal
+    transforms only the other axes, and still equals A^H A + lam I built from the full forward and adjoint."""
+    from mrirecon.linop import SenseNormal
+
+    maps = _complex(rng, shape)
+    spatial = shape[1:]
+    if readout is None:
+        mask = np.ones(spatial, dtype=bool)
+    else:
+        pattern = rng.random(tuple(1 if k == len(spatial) + readout else n for k, n in enumerate(spatial))) < 0.5
+        mask = np.broadcast_to(pattern, spatial)
+    a = Sampling(shape, mask) @ FFT(shape, ndim=len(spatial)) @ Sense(maps)
+    op = SenseNormal(maps, mask, lam=0.3)
+    skipped = range(-len(spatial), 0) if readout is None else (readout,)
+    assert op.model.normal_axes == tuple(k for k in range(-len(spatial), 0) if k not in skipped)
+    x = _complex(rng, spatial)
+    expected = op.uncentre(a.H(a(x)) + 0.3 * x)  # forward and adjoint: FFTs over every axis
+    np.testing.assert_allclose(op(op.uncentre(x)), expected, atol=2e-5, rtol=0)
+    assert _adjoint_gap(op, rng) < 1e-7
+
+
 @pytest.mark.parametrize("shape", [(4, 12, 10), (3, 9, 7), (2, 6, 5, 8)])
 @pytest.mark.parametrize("shared_mask", [True, False])
 def test_batched_cartesian_sense_equals_per_entry_operators(rng, shape, shared_mask):
