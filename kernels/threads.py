@@ -56,6 +56,34 @@ def limit_cpu_threads(n: int) -> Iterator[int]:
         numba.set_num_threads(old_numba)
 
 
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limiter = None
+
+
+@contextmanager
+def single_blas_thread() -> Iterator[None]:
+    """BLAS on one thread while the block runs. BLAS pools are process-wide, so blocks running at once in
+    several threads (``parallel_map``) share one limit, set by the first to enter and lifted by the last
+    to leave (nested ``threadpool_limits`` from two threads would restore each other's limits out of order
+    and could leave BLAS on one thread for good)."""
+    global _blas_users, _blas_limiter
+    from threadpoolctl import threadpool_limits
+
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limiter = threadpool_limits(1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
+
+
 @njit(parallel=True, nogil=True, cache=True)
 def _touch(a: np.ndarray) -> None:
     for i in prange(a.shape[0]):

@@ -29,6 +29,7 @@ from .data import KSpace
 from .errors import InputError
 from .kernels.backend import device_of, get_array_module, to_device, to_numpy
 from .kernels.fft import ifftc
+from .kernels.threads import single_blas_thread
 
 if TYPE_CHECKING:  # the methods package imports this module
     from .methods.params import CoilMapParams
@@ -188,8 +189,6 @@ def espirit_maps(
     its per-pixel coil x coil operators (Hermitian, upper triangle kept) need pixels x coil(coil+1)/2
     complex64 of memory.
     """
-    from threadpoolctl import threadpool_limits
-
     from .kernels.espirit import lag_images, power_maps  # Numba loads on first use, not with coils
 
     xp = get_array_module(kspace)
@@ -205,7 +204,7 @@ def espirit_maps(
         raise InputError(None, f"matrix {spatial} is too small for an ESPIRiT kernel of {kernel}")
     # BLAS on one thread: OpenBLAS's pool, beside Numba's, stalls when a core is busy (the 361x361
     # eigh of P1: 0.04 s on one thread, 0.5-5 s on two at load 3) and spins on into the power iteration
-    with threadpool_limits(1, user_api="blas"):
+    with single_blas_thread():
         casorati = _casorati(to_numpy(calibration_region(kspace, box)).astype(np.complex128), kernel)
         kernels = _signal_subspace(casorati, thresh).conj().T.reshape((-1, n_coils) + (kernel,) * ndim)
         # W(r) = (N/K) * the centred inverse DFT of the correlations, N/K = n_pix / kernel^ndim: the

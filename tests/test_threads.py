@@ -90,3 +90,41 @@ def test_recon_rejects_per_entry_maps_of_another_batch(two_slices):
     stacked, maps, _ = two_slices
     with pytest.raises(InputError, match="batch dims do not match"):
         recon(stacked, "sense", maps=np.concatenate([maps, maps]), lam=0.01, max_iter=2)
+
+
+def test_single_blas_thread_is_lifted_by_the_last_of_overlapping_blocks():
+    """Two threads whose blocks overlap (A enters, B enters, A leaves, B leaves): BLAS stays on one thread
+    until B leaves, then gets its original thread count back."""
+    from threadpoolctl import threadpool_info
+
+    from mrirecon.kernels.threads import single_blas_thread
+
+    def blas_threads() -> list[int]:
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("no BLAS library found by threadpoolctl")
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def a() -> None:
+        with single_blas_thread():
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def b() -> None:
+        a_in.wait(10)
+        with single_blas_thread():
+            b_in.set()
+            a_out.wait(10)
+            seen["after A left"] = blas_threads()
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(seen["after A left"]) == {1}
+    assert blas_threads() == before
