@@ -136,7 +136,8 @@ def _combine_cuda(coil_images, maps, out):
 def _weight_cuda(coil_images, weight):
     i, b = cuda.grid(2)
     if i < coil_images.shape[2] and b < coil_images.shape[0]:
-        w = weight[min(b, weight.shape[0] - 1), i]
+        last = weight.shape[0] - 1  # min(b, last) without the builtin: Numba 0.68's own CUDA target cannot type it
+        w = weight[b if b < last else last, i]  # noqa: FURB136
         for c in range(coil_images.shape[1]):
             coil_images[b, c, i] *= w
 
@@ -171,11 +172,21 @@ def sense_combine_cuda(coil_images, maps, out, stream=0) -> None:
     sense_combine_batched_cuda(coil_images[None], maps[None], out[None], stream)
 
 
-def _launch_gpu(xp, twin, *arrays) -> None:
-    """Run a CUDA twin on CuPy arrays: on their device, queued on CuPy's current stream."""
-    with cuda.gpus[arrays[-1].device.id]:
+def _launch_gpu(xp, twin, *args) -> None:
+    """Run a CUDA twin on CuPy arrays (other ``args``, e.g. scalars, pass as they are): on the arrays'
+    device, queued on CuPy's current stream.
+
+    The arrays go in as numba device-array views made with ``sync=False``. Given CuPy arrays, numba
+    imports each one at every launch, and its built-in CUDA target then waits on the host for the stream
+    that the array's ``__cuda_array_interface__`` names (a host sync per array per launch, in every CG
+    iteration; numba-cuda 0.30 imports through DLPack instead). No wait is needed: the launch is queued
+    on the stream CuPy is using, after the arrays' writers.
+    """
+    arrays = [a for a in args if hasattr(a, "__cuda_array_interface__")]
+    with cuda.gpus[arrays[0].device.id]:
         ptr = xp.cuda.get_current_stream().ptr
-        twin(*arrays, cuda.external_stream(ptr) if ptr else cuda.default_stream())
+        views = [cuda.as_cuda_array(a, sync=False) if hasattr(a, "__cuda_array_interface__") else a for a in args]
+        twin(*views, cuda.external_stream(ptr) if ptr else cuda.default_stream())
 
 
 def _flat(maps, image_shape: tuple[int, ...], batch_ndim: int):

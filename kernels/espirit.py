@@ -140,6 +140,12 @@ def _entry_cuda(gram, c, d, n_coils, i):
     return gram[d * (2 * n_coils - d + 1) // 2 + c - d, i].conjugate()
 
 
+@cuda.jit(device=True)
+def _floored_cuda(value):
+    """``max(value, _TINY)`` without the builtin (Numba 0.68's own CUDA target cannot type ``max``)."""
+    return value if value > _TINY else _TINY  # noqa: FURB136
+
+
 @cuda.jit
 def _power_cuda(gram, max_iter, crop, maps, work):
     i = cuda.grid(1)
@@ -157,7 +163,7 @@ def _power_cuda(gram, max_iter, crop, maps, work):
         norm = float32(0)
         for c in range(n_coils):
             norm += work[c, i].real * work[c, i].real + work[c, i].imag * work[c, i].imag
-        scale = float32(1) / max(math.sqrt(norm), _TINY)
+        scale = float32(1) / _floored_cuda(math.sqrt(norm))
         for c in range(n_coils):
             maps[c, i] = work[c, i] * scale
         eig = float32(0)
@@ -170,19 +176,18 @@ def _power_cuda(gram, max_iter, crop, maps, work):
     norm = float32(0)
     for c in range(n_coils):
         norm += work[c, i].real * work[c, i].real + work[c, i].imag * work[c, i].imag
-    scale = float32(1) / max(math.sqrt(norm), _TINY)
+    scale = float32(1) / _floored_cuda(math.sqrt(norm))
     if not eig > crop:
         scale = float32(0)
     ref = work[0, i].conjugate() * scale
-    ref = ref * (scale / max(abs(ref), _TINY))
+    ref = ref * (scale / _floored_cuda(abs(ref)))
     for c in range(n_coils):
         maps[c, i] = work[c, i] * ref
 
 
 def power_maps_cuda(gram: Any, max_iter: int, crop: float, maps: Any, stream: Any = 0) -> None:
     """GPU twin of ``power_maps_cpu`` (CuPy/numba device arrays; NumPy under the CUDA simulator)."""
-    xp = get_array_module(maps)
-    work = xp.empty_like(maps)
+    work = cuda.device_array(maps.shape, dtype=maps.dtype, stream=stream)  # maps may be a numba view: no xp here
     n_pix = maps.shape[1]
     _power_cuda[(n_pix + _THREADS - 1) // _THREADS, _THREADS, stream](gram, max_iter, np.float32(crop), maps, work)
 

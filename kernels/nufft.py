@@ -32,6 +32,7 @@ import scipy.special
 from numba import cuda, njit, prange
 
 from .backend import get_array_module
+from .coil import _launch_gpu  # importing coil also sets OMP_WAIT_POLICY before Numba's pool starts
 from .threads import cpu_threads
 
 MAX_WIDTH = 16  # CUDA local arrays have a fixed size
@@ -223,13 +224,6 @@ def spread_cuda(values: Any, u: Any, grid: Any, width: int, table: Any, density:
     _spread_cuda[(order.shape[0] + _THREADS - 1) // _THREADS, _THREADS, stream](
         values, u, grid_f32, width, table, density, order, n0, n1, n2
     )
-
-
-def _launch_gpu(xp: Any, twin: Any, *arrays: Any) -> None:
-    """Run a CUDA twin on CuPy arrays: on their device, queued on CuPy's current stream."""
-    with cuda.gpus[arrays[0].device.id]:
-        ptr = xp.cuda.get_current_stream().ptr
-        twin(*arrays, stream=cuda.external_stream(ptr) if ptr else cuda.default_stream())
 
 
 def _blocks(image_shape: tuple[int, ...], grid_shape: tuple[int, ...]) -> Iterator[tuple[tuple[slice, ...], tuple[slice, ...]]]:
