@@ -94,7 +94,7 @@ def ifftc_planes(x, axis: int, keep: Sequence[int] | None = None):
     n = x.shape[axis]
     wanted = np.arange(n) if keep is None else np.asarray(keep, dtype=np.int64)
     if n % 2:  # odd: the shifts do not reduce to a permutation and a sign
-        return xp.ascontiguousarray(xp.moveaxis(ifftc(x, (axis,)), axis, 0)[wanted])
+        return xp.ascontiguousarray(xp.moveaxis(ifftc(x, (axis,)), axis, 0)[xp.asarray(wanted)])
     source = (wanted + n // 2) % n
     signs = (((-1.0) ** (n // 2)) * (1 - 2 * (wanted % 2))).astype(np.float32)  # (-1)**(n/2) (-1)**m
     lines = xp.moveaxis(x, axis, 0)  # (n, *rest), a view
