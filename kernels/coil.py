@@ -7,8 +7,8 @@ every input once and write the output once (no ``conj(maps) * y`` temporary befo
 Twins: a Numba CPU kernel (``@njit(parallel=True, nogil=True)``, blocks of pixels in parallel) and a numba.cuda
 kernel (one thread per pixel, coils in a loop) that runs on CuPy arrays through
 ``__cuda_array_interface__``. The dispatchers pick by ``get_array_module``. The kernels take a leading
-batch axis (independent problems, e.g. the slices of a batched CG-SENSE, each with its own maps); the
-unbatched entry points are that axis of length one, and the GPU runs a whole batch in one launch.
+batch axis (independent problems, e.g. the slices of a batched CG-SENSE, each with its own maps); an
+unbatched call is that axis of length one, and the GPU runs a whole batch in one launch.
 """
 from __future__ import annotations
 
@@ -97,21 +97,6 @@ def sense_combine_batched_cpu(coil_images: np.ndarray, maps: np.ndarray, out: np
             _combine_run(out[b, start:stop], maps[b, c, start:stop], coil_images[b, c, start:stop], c == 0)
 
 
-def weight_cpu(coil_images: np.ndarray, weight: np.ndarray) -> None:
-    """``coil_images[c, i] *= weight[i]`` in place for flat (coil, n) complex and (n,) real weights (CPU)."""
-    weight_batched_cpu(coil_images[None], weight[None])
-
-
-def sense_expand_cpu(image: np.ndarray, maps: np.ndarray, out: np.ndarray) -> None:
-    """``out[c, i] = maps[c, i] * image[i]`` for flat (n,) image and (coil, n) maps (CPU)."""
-    sense_expand_batched_cpu(image[None], maps[None], out[None])
-
-
-def sense_combine_cpu(coil_images: np.ndarray, maps: np.ndarray, out: np.ndarray) -> None:
-    """``out[i] = sum_c conj(maps[c, i]) * coil_images[c, i]`` for flat (coil, n) inputs (CPU)."""
-    sense_combine_batched_cpu(coil_images[None], maps[None], out[None])
-
-
 # CUDA: a 2D grid, pixels along x and batch entries along y (one launch for the whole batch), coils in a loop.
 @cuda.jit
 def _expand_cuda(image, maps, out):
@@ -160,16 +145,6 @@ def sense_combine_batched_cuda(coil_images, maps, out, stream=0) -> None:
 def weight_batched_cuda(coil_images, weight, stream=0) -> None:
     """GPU twin of ``weight_batched_cpu``."""
     _weight_cuda[(*_grid(coil_images.shape[0], coil_images.shape[2]), stream)](coil_images, weight)
-
-
-def sense_expand_cuda(image, maps, out, stream=0) -> None:
-    """GPU twin of ``sense_expand_cpu``."""
-    sense_expand_batched_cuda(image[None], maps[None], out[None], stream)
-
-
-def sense_combine_cuda(coil_images, maps, out, stream=0) -> None:
-    """GPU twin of ``sense_combine_cpu``."""
-    sense_combine_batched_cuda(coil_images[None], maps[None], out[None], stream)
 
 
 def _launch_gpu(xp, twin, *args) -> None:

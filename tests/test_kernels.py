@@ -28,7 +28,7 @@ def test_cpu_kernels_match_numpy(rng, shape):
     expected_combine = (np.conj(maps.astype(np.complex128)) * coil_images).sum(axis=0)
 
     out = np.empty((shape[0], image.size), np.complex64)
-    coil.sense_expand_cpu(image.reshape(-1), maps.reshape(shape[0], -1), out)
+    coil.sense_expand_batched_cpu(image.reshape(1, -1), maps.reshape(1, shape[0], -1), out[None])
     np.testing.assert_allclose(out.reshape(shape), expected_expand, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(coil.sense_expand(image, maps), expected_expand, rtol=1e-6, atol=1e-6)
 
@@ -72,11 +72,11 @@ _SIM_SCRIPT = textwrap.dedent(
     c = lambda s: (rng.standard_normal(s) + 1j * rng.standard_normal(s)).astype(np.complex64)
     maps, image, y = c(shape).reshape(3, -1), c(shape[1:]).reshape(-1), c(shape).reshape(3, -1)
     gpu_e, cpu_e = np.zeros_like(maps), np.zeros_like(maps)
-    coil.sense_expand_cuda(image, maps, gpu_e)
-    coil.sense_expand_cpu(image, maps, cpu_e)
+    coil.sense_expand_batched_cuda(image[None], maps[None], gpu_e[None])
+    coil.sense_expand_batched_cpu(image[None], maps[None], cpu_e[None])
     gpu_c, cpu_c = np.zeros_like(image), np.zeros_like(image)
-    coil.sense_combine_cuda(y, maps, gpu_c)
-    coil.sense_combine_cpu(y, maps, cpu_c)
+    coil.sense_combine_batched_cuda(y[None], maps[None], gpu_c[None])
+    coil.sense_combine_batched_cpu(y[None], maps[None], cpu_c[None])
     print(np.abs(gpu_e - cpu_e).max(), np.abs(gpu_c - cpu_c).max())
     """
 )
