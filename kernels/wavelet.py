@@ -23,6 +23,7 @@ from numba import cuda, njit, prange
 
 from .backend import get_array_module
 from .coil import _launch_gpu  # imported first: it sets Numba's passive OpenMP wait
+from .threads import limit_cpu_threads
 
 # Scaling filters h[0..2N-1] of the Daubechies wavelets with N vanishing moments.
 DAUBECHIES: dict[int, tuple[float, ...]] = {
@@ -283,12 +284,8 @@ def _launch(xp, cpu, gpu, *args) -> None:
     elif args[0].size >= _PARALLEL_MIN or numba.get_num_threads() == 1:
         cpu(*args)
     else:
-        threads = numba.get_num_threads()
-        numba.set_num_threads(1)
-        try:
+        with limit_cpu_threads(1):
             cpu(*args)
-        finally:
-            numba.set_num_threads(threads)
 
 
 def dwt(x, filters: Filters, axis: int, shift: int = 0):
