@@ -48,12 +48,11 @@ def exam_kspace(p: Problem3D, header: KSpaceHeader) -> KSpace:
 
 
 def exam_floor(p: Problem3D, xp: ModuleType, iters: int, repeats: int) -> float:
-    """Readout FFT once + ``iters`` hybrid-space SENSE iterations + host/device copies (0 on the CPU), in s."""
+    """Readout FFT once + ``iters`` hybrid-space SENSE iterations, in s (the host/device copies apart)."""
     n_coils, n_readout, ny, nx = p.kspace.shape
     return (
         readout_fft_floor(xp, p.kspace.shape, 1, repeats)
         + iters * sense_iteration_floor(xp, n_coils * n_readout, (ny, nx), repeats)
-        + transfer_floor(xp, p.kspace.size + p.maps.size, p.truth.size, repeats)
     )
 
 
@@ -91,7 +90,9 @@ def exam_task(
     ``peers``: the available peers by table name (those of ``PEERS[device]`` are used); ``repeats``: the
     floor's runs (at least 5, as the other tasks); ``iters``: FISTA iterations (tests use fewer).
     """
-    floor = exam_floor(p, xp, iters, max(repeats, 5))
+    repeats = max(repeats, 5)
+    transfers = transfer_floor(xp, p.kspace.size + p.maps.size, p.truth.size, repeats)  # host <-> device, 0 on the CPU
+    floor = exam_floor(p, xp, iters, repeats) + transfers
     short = min(SHORT_ITERS, iters)
     stage = f"{short} of {iters} it"
     ksp = exam_kspace(p, header)
@@ -124,7 +125,7 @@ def exam_task(
     bandwidth = (
         bandwidth_floor(xp, n_coils, tuple(volume), "readout")
         + bandwidth_floor(xp, n_coils, tuple(volume), "normal", iters)
-        + transfer_floor(xp, p.kspace.size + p.maps.size, p.truth.size, max(repeats, 5))
+        + transfers
     )
     return {
         "name": f"3D L1-wavelet {iters} it, lam {CS_LAM:g}",
